@@ -1,0 +1,24 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both set up .venv from requirements.lock first (a no-op when it is current).
+PY := .venv/bin/python
+
+.PHONY: setup demo test test-fast lock clean
+
+setup:
+	scripts/bootstrap
+
+demo: setup
+	.venv/bin/scarfx run
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not e2e"
+
+# Re-resolve requirements.in into requirements.lock (linux x86_64, CPython 3.11).
+lock:
+	uv pip compile -q requirements.in -o requirements.lock --python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+clean:
+	rm -rf tfx_root serving_model

@@ -1,0 +1,174 @@
+"""Pipeline settings: one dataclass, loadable from a YAML/JSON file, overridable by CLI flags.
+
+Defaults reproduce the demo (bundled Chicago-taxi CSV, label `big_tipper`) and the
+SCARF paper's hyperparameters; a config file only needs the keys it changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import yaml
+
+PIPELINE_NAME = "scarfx"
+
+# Shipped inside the installed tfx wheel; found at run time, never copied or downloaded.
+TAXI_CSV_IN_TFX = "examples/chicago_taxi_pipeline/data/big_tipper_label/data.csv"
+TAXI_LABEL = "big_tipper"
+# `tips` is the amount that defines big_tipper: keeping it would leak the label.
+TAXI_LEAKY_COLUMNS = ("tips",)
+
+
+def bundled_taxi_csv() -> str:
+    """Path of the taxi CSV inside the installed tfx package."""
+    import tfx  # imported lazily: config loading should not pay for TFX's import
+
+    return os.path.join(os.path.dirname(tfx.__file__), TAXI_CSV_IN_TFX)
+
+
+@dataclasses.dataclass
+class ScarfSettings:
+    """SCARF hyperparameters (paper defaults). Mirrors models.scarf.ScarfConfig."""
+
+    corruption_rate: float = 0.6
+    temperature: float = 1.0
+    encoder_depth: int = 4
+    encoder_width: int = 256
+    head_depth: int = 2
+    head_width: int = 256
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    pretrain_epochs: int = 30
+    finetune_epochs: int = 50
+    patience: int = 3
+    validation_fraction: float = 0.1
+    feature_bank_size: int = 50_000
+    pretrain: bool = True
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class GateSettings:
+    """Evaluator thresholds. A model is blessed only if every one holds."""
+
+    # Absolute floors on the eval split.
+    min_accuracy: float = 0.5
+    min_auc: float = 0.5  # binary labels only
+    # No-regression: new metric >= baseline - tolerance (baseline = latest blessed model).
+    regression_tolerance: float = 0.0
+
+
+@dataclasses.dataclass
+class TransformSettings:
+    # Categorical vocabularies keep at most this many values (most frequent first);
+    # the rest, and values unseen at training time, share one OOV bucket.
+    max_vocabulary_size: int = 1000
+    num_oov_buckets: int = 1
+    # |z| is clipped here so one extreme value cannot saturate the network.
+    z_clip: float = 5.0
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    data: str = ""  # CSV file or directory of CSV files; "" = the bundled taxi CSV
+    label: str = ""  # "" = big_tipper when data is the bundled taxi CSV
+    drop_columns: list[str] = dataclasses.field(default_factory=list)
+    pipeline_name: str = PIPELINE_NAME
+    pipeline_root: str = "tfx_root"
+    metadata_path: str = ""  # "" = <pipeline_root>/metadata.sqlite
+    serving_dir: str = "serving_model"
+    # ExampleGen hash split: train:eval buckets.
+    train_buckets: int = 4
+    eval_buckets: int = 1
+    enable_cache: bool = True
+    beam_args: list[str] = dataclasses.field(
+        default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    )
+    scarf: ScarfSettings = dataclasses.field(default_factory=ScarfSettings)
+    gate: GateSettings = dataclasses.field(default_factory=GateSettings)
+    transform: TransformSettings = dataclasses.field(default_factory=TransformSettings)
+
+    def resolved(self) -> "PipelineConfig":
+        """Fills the demo defaults and absolute paths; raises ConfigError on bad values."""
+        cfg = dataclasses.replace(self)
+        if not cfg.data:
+            cfg.data = bundled_taxi_csv()
+            if not cfg.label:
+                cfg.label = TAXI_LABEL
+            if not cfg.drop_columns:
+                cfg.drop_columns = list(TAXI_LEAKY_COLUMNS)
+        if not cfg.label:
+            raise ConfigError("no label column given (use --label COLUMN)")
+        cfg.data = os.path.abspath(os.path.expanduser(cfg.data))
+        cfg.pipeline_root = os.path.abspath(os.path.expanduser(cfg.pipeline_root))
+        cfg.serving_dir = os.path.abspath(os.path.expanduser(cfg.serving_dir))
+        cfg.metadata_path = os.path.abspath(
+            os.path.expanduser(cfg.metadata_path or os.path.join(cfg.pipeline_root, "metadata.sqlite"))
+        )
+        if cfg.label in cfg.drop_columns:
+            raise ConfigError(f"label column {cfg.label!r} is also listed in drop_columns")
+        s = cfg.scarf
+        if not 0.0 < s.corruption_rate < 1.0:
+            raise ConfigError(f"scarf.corruption_rate must lie in (0, 1), got {s.corruption_rate}")
+        if s.temperature <= 0:
+            raise ConfigError(f"scarf.temperature must be > 0, got {s.temperature}")
+        if s.batch_size < 2:
+            raise ConfigError(f"scarf.batch_size must be >= 2, got {s.batch_size}")
+        for name in ("min_accuracy", "min_auc"):
+            v = getattr(cfg.gate, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"gate.{name} must lie in [0, 1], got {v}")
+        if cfg.train_buckets < 1 or cfg.eval_buckets < 1:
+            raise ConfigError("train_buckets and eval_buckets must be >= 1")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    """A setting or input the user must fix; the CLI prints it as one line."""
+
+
+_SECTIONS = {"scarf": ScarfSettings, "gate": GateSettings, "transform": TransformSettings}
+
+
+def config_from_dict(values: dict[str, Any], base: PipelineConfig | None = None) -> PipelineConfig:
+    """Overlays `values` on `base`, rejecting unknown keys (a typo must not be ignored)."""
+    cfg = dataclasses.replace(base) if base else PipelineConfig()
+    top = {f.name for f in dataclasses.fields(PipelineConfig)}
+    for key, value in values.items():
+        if key not in top:
+            raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(sorted(top))}")
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {key!r} must be a mapping")
+            section = getattr(cfg, key)
+            known = {f.name for f in dataclasses.fields(section)}
+            for k in value:
+                if k not in known:
+                    raise ConfigError(f"unknown config key {key}.{k}; known: {', '.join(sorted(known))}")
+            setattr(cfg, key, dataclasses.replace(section, **value))
+        else:
+            setattr(cfg, key, value)
+    return cfg
+
+
+def load_config(path: str) -> PipelineConfig:
+    """Reads a YAML or JSON config file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: {e}") from e
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return config_from_dict(values)

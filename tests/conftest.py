@@ -1,0 +1,77 @@
+"""Shared test setup. Slow end-to-end tests are marked `e2e` (they still run in CI)."""
+import os
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+import contextlib
+import csv
+import dataclasses
+import io
+import random
+
+import pytest
+
+E2E_ROWS = 3000  # rows the pipeline sees; enough for a stable eval split, small enough for CI
+HOLDOUT_ROWS = 1000  # rows it never sees, for the pushed model's accuracy check
+E2E_CONFIG = """\
+drop_columns: [tips]
+scarf:
+  pretrain_epochs: 8
+  finetune_epochs: 15
+"""
+
+
+@dataclasses.dataclass
+class PipelineRun:
+    data: str
+    holdout: list
+    config: str
+    pipeline_root: str
+    serving_dir: str
+    exit_code: int
+    output: str
+
+
+def run_cli(argv):
+    """Runs `scarfx ...` in-process (one TF import for the whole session), capturing stdout."""
+    from pipeline.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def taxi_sample(tmp_path_factory):
+    """A random sample of the tfx-bundled taxi CSV, plus held-out rows it does not contain."""
+    from pipeline.configs import bundled_taxi_csv
+
+    with open(bundled_taxi_csv(), newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    random.Random(7).shuffle(rows)
+    path = tmp_path_factory.mktemp("data") / "taxi.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        w.writerows(rows[:E2E_ROWS])
+    return str(path), rows[E2E_ROWS:E2E_ROWS + HOLDOUT_ROWS]
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(taxi_sample, tmp_path_factory):
+    """One real `scarfx run` on the taxi sample; shared by every end-to-end test."""
+    data, holdout = taxi_sample
+    work = tmp_path_factory.mktemp("run")
+    config = work / "config.yaml"
+    config.write_text(E2E_CONFIG)
+    root, serving = str(work / "root"), str(work / "serving")
+    code, output = run_cli(
+        ["run", "--data", data, "--label", "big_tipper", "--config", str(config),
+         "--pipeline-root", root, "--serving-dir", serving]
+    )
+    return PipelineRun(data, holdout, str(config), root, serving, code, output)

@@ -1,0 +1,113 @@
+"""The exported SavedModel: raw tf.Examples in, transform + classifier inside.
+
+Both signatures embed the tf.Transform graph, so serving and TFMA apply exactly the
+statistics computed by the Transform component.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features
+from models.scarf import FeatureLayout
+
+METADATA_FILE = "scarfx_metadata.json"  # in assets.extra/, read by serving/
+
+
+def layout_from_transform(tf_transform_output: tft.TFTransformOutput) -> FeatureLayout:
+    """Derives the model's feature layout from the transformed schema, in a fixed order."""
+    names = sorted(tf_transform_output.transformed_feature_spec())
+    numeric = tuple(n for n in names if n.startswith(features.NUMERIC_PREFIX))
+    categorical = tuple(n for n in names if n.startswith(features.CATEGORICAL_PREFIX))
+    cardinalities = tuple(int(tf_transform_output.num_buckets_for_transformed_feature(n)) for n in categorical)
+    return FeatureLayout(numeric, categorical, cardinalities)
+
+
+def class_names(tf_transform_output: tft.TFTransformOutput) -> list[str]:
+    return [v.decode("utf-8") for v in tf_transform_output.vocabulary_by_name(features.LABEL_VOCABULARY)]
+
+
+def model_inputs(transformed: dict[str, tf.Tensor], layout: FeatureLayout) -> dict[str, tf.Tensor]:
+    """Stacks per-feature transformed tensors into the classifier's two matrices."""
+    some = next(iter(transformed.values()))
+    batch = tf.shape(some)[0]
+
+    def stack(names, dtype):
+        if not names:
+            return tf.zeros(tf.stack([batch, 0]), dtype)
+        return tf.stack([tf.reshape(tf.cast(transformed[n], dtype), [-1]) for n in names], axis=1)
+
+    return {
+        "numeric": stack(layout.numeric_names, tf.float32),
+        "categorical": stack(layout.categorical_names, tf.int64),
+    }
+
+
+class ExportModule(tf.Module):
+    """Holds the classifier and the transform layer; its tf.functions are the signatures."""
+
+    def __init__(self, classifier, tf_transform_output: tft.TFTransformOutput, label: str, serving_features: list[str]):
+        super().__init__()
+        self.classifier = classifier
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self._layout = layout_from_transform(tf_transform_output)
+        raw_spec = tf_transform_output.raw_feature_spec()
+        self._serving_spec = {k: raw_spec[k] for k in serving_features}
+        self._full_spec = {k: raw_spec[k] for k in [*serving_features, label]}
+        self.class_names = tf.constant(class_names(tf_transform_output))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        raw = tf.io.parse_example(examples, self._serving_spec)
+        transformed = self.tft_layer(raw)
+        probabilities = self.classifier(model_inputs(transformed, self._layout), training=False)
+        batch = tf.shape(probabilities)[0]
+        return {
+            "probabilities": probabilities,
+            "predicted_class": tf.gather(self.class_names, tf.argmax(probabilities, axis=1)),
+            "classes": tf.tile(self.class_names[tf.newaxis, :], tf.stack([batch, 1])),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(self, examples):
+        raw = tf.io.parse_example(examples, self._full_spec)
+        return self.tft_layer(raw)
+
+
+def feature_kinds(tf_transform_output: tft.TFTransformOutput, names: list[str]) -> dict[str, str]:
+    spec = tf_transform_output.raw_feature_spec()
+    kinds = {}
+    for n in names:
+        dtype = spec[n].dtype
+        kinds[n] = "string" if dtype == tf.string else ("int" if dtype.is_integer else "float")
+    return kinds
+
+
+def export_saved_model(
+    classifier,
+    tf_transform_output: tft.TFTransformOutput,
+    export_dir: str,
+    label: str,
+    serving_features: list[str],
+    model_name: str,
+) -> None:
+    """Writes the SavedModel plus assets.extra/scarfx_metadata.json (read by the server)."""
+    module = ExportModule(classifier, tf_transform_output, label, serving_features)
+    signatures = {
+        "serving_default": module.serve.get_concrete_function(),
+        "transform_features": module.transform_features.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    extra = os.path.join(export_dir, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    metadata = {
+        "model": model_name,
+        "label": label,
+        "classes": class_names(tf_transform_output),
+        "raw_features": feature_kinds(tf_transform_output, serving_features),
+    }
+    with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), "w") as f:
+        f.write(json.dumps(metadata, indent=2))

@@ -1,0 +1,78 @@
+"""The Trainer's run_fn: the only place where TFX meets the model code."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from models import export, features
+from models.scarf import ScarfConfig, TabularData, train_scarf_classifier
+
+SUMMARY_FILE = "training_summary.json"
+
+
+def read_transformed(file_pattern, data_accessor, tf_transform_output, layout) -> TabularData:
+    """Loads a transformed split into the arrays the SCARF trainer consumes."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=4096, num_epochs=1, shuffle=False),
+        tf_transform_output.transformed_metadata.schema,
+    )
+    numeric, categorical, labels = [], [], []
+    for batch in dataset:
+        inputs = export.model_inputs(batch, layout)
+        numeric.append(inputs["numeric"].numpy())
+        categorical.append(inputs["categorical"].numpy())
+        labels.append(tf.reshape(batch[features.LABEL_KEY], [-1]).numpy())
+    if not labels:
+        raise ValueError(f"no transformed examples found in {file_pattern}")
+    return TabularData(
+        numeric=np.concatenate(numeric).astype(np.float32),
+        categorical=np.concatenate(categorical).astype(np.int64),
+        labels=np.concatenate(labels).astype(np.int64),
+    )
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    custom = fn_args.custom_config or {}
+    label = custom["label"]
+    drop = set(custom.get("drop_columns", []))
+    config = ScarfConfig(**custom.get("scarf", {}))
+
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    layout = export.layout_from_transform(tf_transform_output)
+    classes = export.class_names(tf_transform_output)
+    if len(classes) < 2:
+        raise ValueError(f"label {label!r} has {len(classes)} class(es) in the training data; need at least 2")
+    data = read_transformed(fn_args.train_files, fn_args.data_accessor, tf_transform_output, layout)
+    logging.info(
+        "SCARF: %d rows (%d labelled), %d numeric + %d categorical features, %d classes",
+        len(data.labels), int((data.labels >= 0).sum()), len(layout.numeric_names),
+        len(layout.categorical_names), len(classes),
+    )
+    result = train_scarf_classifier(data, layout, len(classes), config, log_dir=fn_args.model_run_dir)
+
+    serving_features = sorted(k for k in tf_transform_output.raw_feature_spec() if k != label and k not in drop)
+    export.export_saved_model(
+        result.classifier, tf_transform_output, fn_args.serving_model_dir, label, serving_features,
+        model_name=custom.get("model_name", "scarfx"),
+    )
+    summary = {
+        "label": label,
+        "classes": classes,
+        "numeric_features": [features.raw_name(n) for n in layout.numeric_names],
+        "categorical_features": [features.raw_name(n) for n in layout.categorical_names],
+        "config": custom.get("scarf", {}),
+        "summary": result.summary,
+        "pretrain_history": result.pretrain_history,
+        "finetune_history": result.finetune_history,
+    }
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), "w") as f:
+        f.write(json.dumps(summary, indent=2, default=float))

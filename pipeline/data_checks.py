@@ -24,11 +24,17 @@ class InputSummary:
     columns: tuple[str, ...]
     rows: int
     labelled_rows: int
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # most frequent first
+    class_counts: tuple[int, ...]
 
     @property
     def binary(self) -> bool:
         return len(self.classes) == 2
+
+    @property
+    def majority_rate(self) -> float:
+        """Accuracy of always predicting the most frequent class: the floor to beat."""
+        return self.class_counts[0] / self.labelled_rows
 
 
 def csv_files(path: str) -> list[str]:
@@ -94,10 +100,12 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
         raise InputDataError(f"label column {label!r} is empty in every row")
     if len(counts) == 1:
         raise InputDataError(f"label column {label!r} has only one class ({next(iter(counts))!r}); need at least 2")
+    classes = tuple(sorted(counts, key=lambda c: (-counts[c], c)))
     return InputSummary(
         files=tuple(files),
         columns=tuple(header),
         rows=rows,
         labelled_rows=sum(counts.values()),
-        classes=tuple(sorted(counts, key=lambda c: (-counts[c], c))),
+        classes=classes,
+        class_counts=tuple(counts[c] for c in classes),
     )

@@ -47,7 +47,8 @@ def test_good_input_counts_classes_and_labelled_rows(tmp_path):
     path = write(tmp_path, "a,y\n1,b\n2,a\n3,b\n4,\n5, c \n")
     summary = inspect_csv_input(path, "y")
     assert summary.rows == 5 and summary.labelled_rows == 4
-    assert summary.classes == ("b", "a", "c")
+    assert summary.classes == ("b", "a", "c") and summary.class_counts == (2, 1, 1)
+    assert summary.majority_rate == 0.5
     assert not summary.binary
 
 

@@ -1,0 +1,118 @@
+"""What a pipeline run decided, read back from ML Metadata (the record TFX keeps)."""
+from __future__ import annotations
+
+import dataclasses
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    run_id: str
+    blessed: bool | None  # None: the Evaluator did not run
+    metrics: dict[str, float]  # overall slice, new model
+    baseline_metrics: dict[str, float]
+    failures: list[str]  # why the gate refused, one line per failed threshold
+    pushed_to: str | None
+    model_uri: str | None
+    evaluation_uri: str | None
+    model_run_uri: str | None
+
+
+def connect(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _custom(artifact, key):
+    if key not in artifact.custom_properties:
+        return None
+    v = artifact.custom_properties[key]
+    return v.int_value if v.HasField("int_value") else v.string_value
+
+
+def _outputs_by_node(store, context_id):
+    """{component id: {output key: [artifacts]}} for one pipeline run."""
+    executions = store.get_executions_by_context(context_id)
+    result: dict[str, dict[str, list]] = {}
+    node_of = {}
+    for e in executions:
+        for ctx in store.get_contexts_by_execution(e.id):
+            if ctx.type == "node":  # named '<pipeline>.<component id>'
+                node_of[e.id] = ctx.name.split(".", 1)[-1]
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    outputs = [ev for ev in events if ev.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(list({ev.artifact_id for ev in outputs}))}
+    for ev in outputs:
+        key = ev.path.steps[0].key if ev.path.steps else ""
+        node = node_of.get(ev.execution_id, "?")
+        result.setdefault(node, {}).setdefault(key, []).append(artifacts[ev.artifact_id])
+    return result
+
+
+def latest_run_outcome(metadata_path: str) -> RunOutcome:
+    store = connect(metadata_path)
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        raise LookupError(f"no pipeline run recorded in {metadata_path}")
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    outputs = _outputs_by_node(store, run.id)
+
+    blessing = (outputs.get("Evaluator", {}).get("blessing") or [None])[-1]
+    evaluation = (outputs.get("Evaluator", {}).get("evaluation") or [None])[-1]
+    pushed = (outputs.get("Pusher", {}).get("pushed_model") or [None])[-1]
+    model = (outputs.get("Trainer", {}).get("model") or [None])[-1]
+    model_run = (outputs.get("Trainer", {}).get("model_run") or [None])[-1]
+
+    metrics, baseline, failures = {}, {}, []
+    if evaluation is not None:
+        metrics, baseline, failures = read_evaluation(evaluation.uri)
+    pushed_to = None
+    if pushed is not None and _custom(pushed, "pushed") == 1:
+        pushed_to = _custom(pushed, "pushed_destination")
+    return RunOutcome(
+        run_id=run.name,
+        blessed=None if blessing is None else _custom(blessing, "blessed") == 1,
+        metrics=metrics,
+        baseline_metrics=baseline,
+        failures=failures,
+        pushed_to=pushed_to,
+        model_uri=model.uri if model else None,
+        evaluation_uri=evaluation.uri if evaluation else None,
+        model_run_uri=model_run.uri if model_run else None,
+    )
+
+
+def _metric_name(key) -> str:
+    name = key.name
+    if key.HasField("sub_key") and key.sub_key.HasField("class_id"):
+        name += f"/class_{key.sub_key.class_id.value}"
+    return name
+
+
+def read_evaluation(uri: str) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """Overall-slice metrics of the candidate and baseline, and the failed thresholds."""
+    import tensorflow_model_analysis as tfma  # heavy; only needed here
+
+    metrics: dict[str, float] = {}
+    baseline: dict[str, float] = {}
+    for slice_metrics in tfma.load_metrics(uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue  # overall slice only
+        for kv in slice_metrics.metric_keys_and_values:
+            if kv.key.is_diff or not kv.value.HasField("double_value"):
+                continue
+            target = baseline if kv.key.model_name == "baseline" else metrics
+            target[_metric_name(kv.key)] = kv.value.double_value.value
+    failures = []
+    validation = tfma.load_validation_result(uri)
+    for per_slice in validation.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            failures.append(
+                f"{_metric_name(failure.metric_key)}{' (change vs baseline)' if failure.metric_key.is_diff else ''}: "
+                f"{failure.message or 'threshold not met'}"
+            )
+    return metrics, baseline, failures

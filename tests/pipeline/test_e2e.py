@@ -1,0 +1,94 @@
+"""The whole pipeline on real data: validated, transformed, SCARF-trained, gated, pushed."""
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def versions(serving_dir):
+    return sorted(os.listdir(serving_dir)) if os.path.isdir(serving_dir) else []
+
+
+def to_example(row, kinds):
+    """A raw CSV row as the tf.Example a client would send (empty cells are omitted)."""
+    feature = {}
+    for name, kind in kinds.items():
+        value = row.get(name, "")
+        if value == "":
+            continue
+        if kind == "string":
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        elif kind == "int":
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(float(value))]))
+        else:
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_first_run_is_blessed_and_pushed(pipeline_run):
+    assert pipeline_run.exit_code == 0, pipeline_run.output
+    assert "verdict BLESSED" in pipeline_run.output
+    pushed = versions(pipeline_run.serving_dir)
+    assert len(pushed) == 1 and pushed[0].isdigit()
+    assert f"pushed to {os.path.join(pipeline_run.serving_dir, pushed[0])}" in pipeline_run.output
+
+
+def test_pushed_model_predicts_raw_examples_better_than_majority(pipeline_run):
+    model_dir = os.path.join(pipeline_run.serving_dir, versions(pipeline_run.serving_dir)[0])
+    with open(os.path.join(model_dir, "assets.extra", "scarfx_metadata.json")) as f:
+        metadata = json.load(f)
+    assert "tips" not in metadata["raw_features"] and "big_tipper" not in metadata["raw_features"]
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    rows = pipeline_run.holdout
+    out = serve(examples=tf.constant([to_example(r, metadata["raw_features"]) for r in rows]))
+    probabilities = out["probabilities"].numpy()
+    predicted = [c.decode() for c in out["predicted_class"].numpy()]
+    assert probabilities.shape == (len(rows), len(metadata["classes"]))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert predicted == [metadata["classes"][i] for i in probabilities.argmax(axis=1)]
+    truth = [r["big_tipper"] for r in rows]
+    accuracy = np.mean([p == t for p, t in zip(predicted, truth)])
+    majority = collections.Counter(truth).most_common(1)[0][1] / len(truth)
+    print(f"held-out accuracy {accuracy:.4f} vs majority-class rate {majority:.4f}")
+    assert accuracy > majority + 0.02
+
+
+def test_unreachable_floor_is_not_blessed_and_pushes_nothing(pipeline_run):
+    before = versions(pipeline_run.serving_dir)
+    code, output = run_cli(
+        ["run", "--data", pipeline_run.data, "--label", "big_tipper", "--config", pipeline_run.config,
+         "--pipeline-root", pipeline_run.pipeline_root, "--serving-dir", pipeline_run.serving_dir,
+         "--min-accuracy", "0.999"]
+    )
+    assert code == 0, output
+    assert "verdict NOT BLESSED" in output
+    assert "sparse_categorical_accuracy" in output  # the failed threshold is named
+    assert versions(pipeline_run.serving_dir) == before
+
+
+@pytest.mark.parametrize(
+    "csv_text,label,message",
+    [
+        ("a,y\n1,k\n2,k\n", "y", "only one class"),
+        ("a,y\n", "y", "header but no rows"),
+        ("a,y\n1,0\n2,1\n", "nope", "is not in the CSV header"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line_and_pushes_nothing(tmp_path, csv_text, label, message):
+    data = tmp_path / "d.csv"
+    data.write_text(csv_text)
+    serving = tmp_path / "serving"
+    code, output = run_cli(
+        ["run", "--data", str(data), "--label", label, "--pipeline-root", str(tmp_path / "root"),
+         "--serving-dir", str(serving)]
+    )
+    assert code == 2
+    assert output.strip().count("\n") == 0 and message in output and output.startswith("scarfx: error:")
+    assert not serving.exists()

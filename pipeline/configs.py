@@ -30,7 +30,11 @@ def bundled_taxi_csv() -> str:
 
 @dataclasses.dataclass
 class ScarfSettings:
-    """SCARF hyperparameters (paper defaults). Mirrors models.scarf.ScarfConfig."""
+    """SCARF hyperparameters (paper defaults).
+
+    Mirrors models.scarf.ScarfConfig field for field (a test holds them together) so
+    that reading a config file does not import TensorFlow.
+    """
 
     corruption_rate: float = 0.6
     temperature: float = 1.0
@@ -46,6 +50,7 @@ class ScarfSettings:
     validation_fraction: float = 0.1
     feature_bank_size: int = 50_000
     pretrain: bool = True
+    symmetric_loss: bool = False
     seed: int = 0
 
 

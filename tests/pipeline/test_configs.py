@@ -43,3 +43,12 @@ def test_bad_config_file(tmp_path):
         load_config(str(p))
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_scarf_settings_mirror_the_model_config():
+    import dataclasses
+
+    from models.scarf import ScarfConfig
+    from pipeline.configs import ScarfSettings
+
+    assert dataclasses.asdict(ScarfSettings()) == dataclasses.asdict(ScarfConfig())

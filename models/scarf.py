@@ -40,6 +40,9 @@ class ScarfConfig:
     finetune_epochs: int = 50  # maximum
     patience: int = 3
     validation_fraction: float = 0.1
+    # An epoch is at least this many steps: on a 300-row table a pass is 2 steps, and
+    # patience counted in such epochs would stop training after a handful of updates.
+    min_steps_per_epoch: int = 20
     feature_bank_size: int = 50_000
     pretrain: bool = True  # False: the same network trained from scratch (baseline)
     symmetric_loss: bool = False
@@ -387,6 +390,15 @@ def _dataset(inputs, labels, batch_size: int, shuffle: bool, seed: int, drop_rem
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
+def _training_dataset(inputs, labels, rows: int, config: ScarfConfig, drop_remainder: bool):
+    """(endless shuffled batches, steps per epoch); an epoch is >= min_steps_per_epoch steps."""
+    batch = min(config.batch_size, rows)
+    passes = rows // batch if drop_remainder else math.ceil(rows / batch)
+    steps = max(passes, config.min_steps_per_epoch)
+    ds = _dataset(inputs, labels, batch, True, config.seed, drop_remainder).repeat()
+    return ds, steps, batch
+
+
 def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfConfig, log_dir=None):
     """Stage 1 on every row, labelled or not. Returns (history, summary)."""
     rng = np.random.default_rng(config.seed)
@@ -401,18 +413,20 @@ def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfCon
         encoder, build_projection_head(config), corruption, config.temperature, config.symmetric_loss, config.seed
     )
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=True)
-    batch = min(config.batch_size, len(train))
-    train_ds = _dataset(train.inputs(), None, batch, True, config.seed, drop_remainder=len(train) >= batch)
+    train_ds, steps, batch = _training_dataset(train.inputs(), None, len(train), config, drop_remainder=True)
     val_ds = None
     if len(val_rows):
         clean, corrupted = make_fixed_validation_pairs(data.take(val_rows), bank, config.corruption_rate, config.seed)
         val_ds = tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch)
     callbacks, timer = _callbacks("val_loss", "min", config, log_dir, "pretrain", val_ds is not None)
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, callbacks=callbacks, verbose=0)
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, steps_per_epoch=steps,
+        callbacks=callbacks, verbose=0,
+    )
     seconds = time.perf_counter() - start
     hist = _history(history)
-    rows_per_epoch = (len(train) // batch) * batch if len(train) >= batch else len(train)
+    rows_per_epoch = steps * batch
     steady = timer.seconds[1:] or timer.seconds
     summary = {
         "pretrain_rows": len(data),
@@ -444,12 +458,14 @@ def fine_tune(classifier, data: TabularData, num_classes: int, config: ScarfConf
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=True,
     )
-    batch = min(config.batch_size, len(train))
-    train_ds = _dataset(train.inputs(), train.labels, batch, True, config.seed)
+    train_ds, steps, _ = _training_dataset(train.inputs(), train.labels, len(train), config, drop_remainder=False)
     val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
     callbacks, _ = _callbacks("val_accuracy", "max", config, log_dir, "finetune", val_ds is not None)
     start = time.perf_counter()
-    history = classifier.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, callbacks=callbacks, verbose=0)
+    history = classifier.fit(
+        train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
+        callbacks=callbacks, verbose=0,
+    )
     hist = _history(history)
     summary = {
         "finetune_labelled_rows": len(labelled),

@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import export, features
+from models.labels import hide_labels
 from models.scarf import ScarfConfig, TabularData, train_scarf_classifier
 
 SUMMARY_FILE = "training_summary.json"
@@ -51,6 +52,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if len(classes) < 2:
         raise ValueError(f"label {label!r} has {len(classes)} class(es) in the training data; need at least 2")
     data = read_transformed(fn_args.train_files, fn_args.data_accessor, tf_transform_output, layout)
+    label_fraction = float(custom.get("label_fraction", 1.0))
+    if label_fraction < 1.0:
+        data.labels = hide_labels(data.labels, label_fraction, config.seed)
     logging.info(
         "SCARF: %d rows (%d labelled), %d numeric + %d categorical features, %d classes",
         len(data.labels), int((data.labels >= 0).sum()), len(layout.numeric_names),
@@ -69,6 +73,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "numeric_features": [features.raw_name(n) for n in layout.numeric_names],
         "categorical_features": [features.raw_name(n) for n in layout.categorical_names],
         "config": custom.get("scarf", {}),
+        "label_fraction": label_fraction,
         "summary": result.summary,
         "pretrain_history": result.pretrain_history,
         "finetune_history": result.finetune_history,

@@ -17,6 +17,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--pipeline-root", help="where artifacts and metadata go (default: ./tfx_root)")
     p.add_argument("--serving-dir", help="TF Serving base directory the Pusher writes to (default: ./serving_model)")
     p.add_argument("--min-accuracy", type=float, help="absolute accuracy floor for blessing")
+    p.add_argument("--label-fraction", type=float, metavar="F",
+                   help="experiment: keep labels of only a stratified share F of training rows")
+    p.add_argument("--seed", type=int, help="seed for SCARF and for --label-fraction")
     p.add_argument("--verbose", action="store_true", help="show TFX, Beam and TensorFlow logs")
 
 
@@ -34,9 +37,26 @@ def config_from_args(args) -> PipelineConfig:
     if args.serving_dir:
         overrides["serving_dir"] = args.serving_dir
     cfg = config_from_dict(overrides, cfg)
+    if args.label_fraction is not None:
+        cfg.label_fraction = args.label_fraction
+    if args.seed is not None:
+        cfg.scarf.seed = args.seed
     if args.min_accuracy is not None:
         cfg.gate.min_accuracy = args.min_accuracy
     return cfg
+
+
+def _training_summary(model_run_uri: str | None) -> dict:
+    import json
+    import os
+
+    from models.trainer import SUMMARY_FILE
+
+    path = os.path.join(model_run_uri or "", SUMMARY_FILE)
+    if not model_run_uri or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f).get("summary", {})
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
@@ -59,6 +79,16 @@ def cmd_run(args) -> int:
         f"scarfx: data {summary.rows} rows ({summary.labelled_rows} labelled), {len(summary.classes)} classes "
         f"{list(summary.classes)[:10]}, majority-class rate {summary.majority_rate:.4f}"
     )
+    stages = _training_summary(outcome.model_run_uri)
+    if stages:
+        pre = (
+            f"pretraining saw {stages['pretrain_rows']} rows ({stages['pretrain_epochs_run']} epochs), "
+            if stages.get("pretrained") else "no pretraining, "
+        )
+        print(
+            f"scarfx: trainer {pre}fine-tuning saw {stages['finetune_labelled_rows']} labelled rows "
+            f"({stages['unlabelled_rows']} unlabelled rows used for pretraining only)"
+        )
     if outcome.metrics:
         print(f"scarfx: eval {_format_metrics(outcome.metrics)}")
     if outcome.baseline_metrics:

@@ -48,6 +48,7 @@ class ScarfSettings:
     finetune_epochs: int = 50
     patience: int = 3
     validation_fraction: float = 0.1
+    min_steps_per_epoch: int = 20
     feature_bank_size: int = 50_000
     pretrain: bool = True
     symmetric_loss: bool = False
@@ -88,6 +89,9 @@ class PipelineConfig:
     train_buckets: int = 4
     eval_buckets: int = 1
     enable_cache: bool = True
+    # Label-scarce experiments: keep the labels of only this stratified share of the
+    # training rows (the rest pretrain only). Eval rows keep their labels.
+    label_fraction: float = 1.0
     beam_args: list[str] = dataclasses.field(
         default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
     )
@@ -125,6 +129,8 @@ class PipelineConfig:
             v = getattr(cfg.gate, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"gate.{name} must lie in [0, 1], got {v}")
+        if not 0.0 < cfg.label_fraction <= 1.0:
+            raise ConfigError(f"label_fraction must lie in (0, 1], got {cfg.label_fraction}")
         if cfg.train_buckets < 1 or cfg.eval_buckets < 1:
             raise ConfigError("train_buckets and eval_buckets must be >= 1")
         return cfg

@@ -111,6 +111,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool) -> tfx.dsl.Pipeline:
             "label": cfg.label,
             "drop_columns": list(cfg.drop_columns),
             "model_name": cfg.pipeline_name,
+            "label_fraction": cfg.label_fraction,
             "scarf": dataclasses.asdict(cfg.scarf),
         },
     )

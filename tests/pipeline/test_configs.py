@@ -52,3 +52,8 @@ def test_scarf_settings_mirror_the_model_config():
     from pipeline.configs import ScarfSettings
 
     assert dataclasses.asdict(ScarfSettings()) == dataclasses.asdict(ScarfConfig())
+
+
+def test_label_fraction_bounds():
+    with pytest.raises(ConfigError, match="label_fraction"):
+        config_from_dict({"data": "x.csv", "label": "y", "label_fraction": 0}).resolved()

@@ -92,3 +92,21 @@ def test_bad_input_exits_non_zero_with_one_line_and_pushes_nothing(tmp_path, csv
     assert code == 2
     assert output.strip().count("\n") == 0 and message in output and output.startswith("scarfx: error:")
     assert not serving.exists()
+
+
+def test_label_fraction_hides_training_labels_and_reports_each_stage(pipeline_run, tmp_path):
+    import re
+
+    first = re.search(r"fine-tuning saw (\d+) labelled rows \((\d+) unlabelled", pipeline_run.output)
+    assert first and int(first.group(2)) == 0, pipeline_run.output
+    code, output = run_cli(
+        ["run", "--data", pipeline_run.data, "--label", "big_tipper", "--config", pipeline_run.config,
+         "--pipeline-root", pipeline_run.pipeline_root, "--serving-dir", str(tmp_path / "serving"),
+         "--label-fraction", "0.25", "--seed", "3"]
+    )
+    assert code == 0, output
+    m = re.search(r"pretraining saw (\d+) rows .*fine-tuning saw (\d+) labelled rows \((\d+) unlabelled", output)
+    assert m, output
+    rows, labelled, unlabelled = map(int, m.groups())
+    assert rows == labelled + unlabelled == int(first.group(1))  # every training row pretrains
+    assert abs(labelled / rows - 0.25) < 0.01

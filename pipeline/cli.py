@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from pipeline import logs
@@ -40,7 +41,7 @@ def config_from_args(args) -> PipelineConfig:
     if args.label_fraction is not None:
         cfg.label_fraction = args.label_fraction
     if args.seed is not None:
-        cfg.scarf.seed = args.seed
+        cfg.scarf = dataclasses.replace(cfg.scarf, seed=args.seed)
     if args.min_accuracy is not None:
         cfg.gate.min_accuracy = args.min_accuracy
     return cfg

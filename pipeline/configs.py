@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from models.scarf_config import ScarfConfig
+
 PIPELINE_NAME = "scarfx"
 
 # Shipped inside the installed tfx wheel; found at run time, never copied or downloaded.
@@ -26,33 +28,6 @@ def bundled_taxi_csv() -> str:
     import tfx  # imported lazily: config loading should not pay for TFX's import
 
     return os.path.join(os.path.dirname(tfx.__file__), TAXI_CSV_IN_TFX)
-
-
-@dataclasses.dataclass
-class ScarfSettings:
-    """SCARF hyperparameters (paper defaults).
-
-    Mirrors models.scarf.ScarfConfig field for field (a test holds them together) so
-    that reading a config file does not import TensorFlow.
-    """
-
-    corruption_rate: float = 0.6
-    temperature: float = 1.0
-    encoder_depth: int = 4
-    encoder_width: int = 256
-    head_depth: int = 2
-    head_width: int = 256
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    pretrain_epochs: int = 30
-    finetune_epochs: int = 50
-    patience: int = 3
-    validation_fraction: float = 0.1
-    min_steps_per_epoch: int = 20
-    feature_bank_size: int = 50_000
-    pretrain: bool = True
-    symmetric_loss: bool = False
-    seed: int = 0
 
 
 @dataclasses.dataclass
@@ -95,7 +70,7 @@ class PipelineConfig:
     beam_args: list[str] = dataclasses.field(
         default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
     )
-    scarf: ScarfSettings = dataclasses.field(default_factory=ScarfSettings)
+    scarf: ScarfConfig = dataclasses.field(default_factory=ScarfConfig)
     gate: GateSettings = dataclasses.field(default_factory=GateSettings)
     transform: TransformSettings = dataclasses.field(default_factory=TransformSettings)
 
@@ -143,7 +118,7 @@ class ConfigError(ValueError):
     """A setting or input the user must fix; the CLI prints it as one line."""
 
 
-_SECTIONS = {"scarf": ScarfSettings, "gate": GateSettings, "transform": TransformSettings}
+_SECTIONS = {"scarf": ScarfConfig, "gate": GateSettings, "transform": TransformSettings}
 
 
 def config_from_dict(values: dict[str, Any], base: PipelineConfig | None = None) -> PipelineConfig:

@@ -45,15 +45,6 @@ def test_bad_config_file(tmp_path):
         load_config(str(tmp_path / "nope.yaml"))
 
 
-def test_scarf_settings_mirror_the_model_config():
-    import dataclasses
-
-    from models.scarf import ScarfConfig
-    from pipeline.configs import ScarfSettings
-
-    assert dataclasses.asdict(ScarfSettings()) == dataclasses.asdict(ScarfConfig())
-
-
 def test_label_fraction_bounds():
     with pytest.raises(ConfigError, match="label_fraction"):
         config_from_dict({"data": "x.csv", "label": "y", "label_fraction": 0}).resolved()

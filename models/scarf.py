@@ -4,9 +4,19 @@ Pretraining view: for every row, a fresh uniform subset of exactly q = max(1, �
 its M features is replaced by values drawn from each feature's empirical marginal (a
 bank of training rows: for each corrupted cell, a random bank row's value of that
 feature). Categorical features are corrupted as vocabulary ids, before embedding. The
-clean row is the anchor. Encoder f and head g map both views; InfoNCE (Algorithm 1)
-pulls a row towards its own corrupted view and away from the batch's other views.
-Then g is dropped and f plus a softmax classifier are fine-tuned on labelled rows.
+clean row is the anchor and is never altered. Encoder f and head g map both views;
+InfoNCE (Algorithm 1) pulls a row towards its own corrupted view and away from the
+batch's other corrupted views. Then g is dropped and f plus a softmax classifier are
+fine-tuned on labelled rows (label >= 0) only.
+
+Randomness: weights and tf.data shuffling follow `ScarfConfig.seed` (via
+`keras.utils.set_random_seed`); corruption uses stateless random ops keyed by
+(seed, optimizer step), so it runs inside the XLA-compiled train step and a run is
+reproducible; the fixed validation pairs use the key (seed, -1), which no step uses.
+
+Early stopping (patience `config.patience`, best weights restored): pretraining on the
+InfoNCE of fixed corrupted validation pairs; fine-tuning on validation accuracy of a
+stratified labelled split, ties broken by validation loss.
 
 This module knows nothing of TFX: it takes arrays and returns a Keras classifier.
 """
@@ -16,14 +26,22 @@ import dataclasses
 import math
 import os
 import time
+from typing import Iterable
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 from models.scarf_config import ScarfConfig
 
-
+__all__ = [
+    "ScarfConfig", "FeatureLayout", "TabularData", "TrainingResult", "FeatureBank",
+    "corruption_count", "sample_corruption_mask", "corrupt_features", "build_feature_bank",
+    "FeatureCorruption", "embedding_dim", "TabularEmbedding", "L2Normalize", "build_encoder",
+    "build_projection_head", "build_classifier", "info_nce_loss", "ScarfPretrainer",
+    "make_fixed_validation_pairs", "split_rows", "BestEpochStopping", "check_inputs", "pretrain", "fine_tune",
+    "train_scarf_classifier",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +57,8 @@ class FeatureLayout:
 
 @dataclasses.dataclass
 class TabularData:
-    numeric: np.ndarray  # float32 [N, Dn]
-    categorical: np.ndarray  # int64 [N, Dc]
+    numeric: np.ndarray  # float32 [N, Dn]   (Dn may be 0)
+    categorical: np.ndarray  # int64 [N, Dc]   (Dc may be 0)
     labels: np.ndarray  # int64 [N]; -1 = unlabelled
 
     def __len__(self) -> int:
@@ -55,10 +73,10 @@ class TabularData:
 
 @dataclasses.dataclass
 class TrainingResult:
-    classifier: keras.Model  # {"numeric", "categorical"} -> probabilities [B, K]
-    pretrain_history: dict[str, list[float]]
-    finetune_history: dict[str, list[float]]
-    summary: dict
+    classifier: keras.Model  # {"numeric", "categorical"} -> probabilities float32 [B, K]
+    pretrain_history: dict[str, list[float]]  # per epoch: loss, val_loss (InfoNCE), train_seconds
+    finetune_history: dict[str, list[float]]  # per epoch: loss, accuracy, val_loss, val_accuracy, train_seconds
+    summary: dict  # JSON-serialisable counts, best epochs, timings
 
 
 # --------------------------------------------------------------------------- corruption
@@ -69,39 +87,54 @@ def corruption_count(num_features: int, corruption_rate: float) -> int:
     return max(1, int(math.floor(corruption_rate * num_features + 1e-9)))
 
 
+def _rng_key(seed) -> tf.Tensor:
+    """A stateless-RNG key: an int (-> [seed, 0]) or anything shaped [2]."""
+    if isinstance(seed, (int, np.integer)):
+        seed = [int(seed), 0]
+    return tf.cast(seed, tf.int64)
+
+
 def sample_corruption_mask(batch_size, num_features: int, q: int, seed) -> tf.Tensor:
     """Bool [B, M] with exactly q True per row, the subset uniform over all q-subsets.
 
-    The q largest of M i.i.d. uniforms form a uniformly random q-subset.
+    The positions of the q largest of M i.i.d. uniforms form a uniformly random q-subset.
+    Scattering top_k's *indices* (distinct within a row), rather than thresholding at
+    the q-th largest value, keeps the count exact even when two float32 draws tie.
+    Memory O(B·M); on XLA CPU this is ~3x cheaper than a double argsort.
     """
-    noise = tf.random.stateless_uniform(tf.stack([batch_size, num_features]), seed=seed)
-    kth_largest = tf.math.top_k(noise, k=q).values[:, q - 1 : q]
-    return noise >= kth_largest
+    noise = tf.random.stateless_uniform(tf.stack([batch_size, num_features]), seed=_rng_key(seed))
+    chosen = tf.math.top_k(noise, k=q, sorted=False).indices  # [B, q]
+    rows = tf.broadcast_to(tf.range(tf.shape(chosen)[0])[:, tf.newaxis], tf.shape(chosen))
+    hits = tf.scatter_nd(tf.stack([rows, chosen], axis=-1), tf.ones_like(chosen), tf.shape(noise))
+    return hits > 0
 
 
 def corrupt_features(numeric, categorical, bank_numeric, bank_categorical, corruption_rate: float, seed):
     """Returns (numeric', categorical', mask): SCARF's corrupted view of a batch.
 
-    Each corrupted cell (row i, feature j) takes feature j's value from a uniformly drawn
-    bank row, i.e. a draw from j's empirical marginal; cells are drawn independently.
-    `seed` is a shape-[2] int tensor (stateless RNG: reproducible, XLA-friendly).
+    Pure tensor function. Each corrupted cell (row i, feature j) takes feature j's value
+    from a uniformly drawn bank row, i.e. an independent draw from j's empirical
+    marginal. `seed` is an int or a shape-[2] integer tensor (stateless RNG:
+    reproducible and XLA-friendly). The inputs are not modified; unmasked cells are
+    copied through.
     """
-    dn = numeric.shape[1]
-    dc = categorical.shape[1]
+    dn, dc = numeric.shape[1], categorical.shape[1]
     m = dn + dc
     q = corruption_count(m, corruption_rate)
-    mask_seed, rows_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    mask_seed, rows_seed = tf.unstack(tf.random.experimental.stateless_split(_rng_key(seed), num=2))
     batch = tf.shape(numeric)[0]
     mask = sample_corruption_mask(batch, m, q, mask_seed)
     bank_rows = tf.maximum(tf.shape(bank_numeric)[0], tf.shape(bank_categorical)[0])
-    rows = tf.random.stateless_uniform(tf.stack([batch, m]), seed=rows_seed, minval=0, maxval=bank_rows, dtype=tf.int32)
+    rows = tf.random.stateless_uniform(
+        tf.stack([batch, m]), seed=rows_seed, minval=0, maxval=bank_rows, dtype=tf.int32
+    )
 
     def replace(values, bank, rows_j, mask_j, width):
         if width == 0:
             return values
-        # bank[rows_j[i, k], k] via a flat gather: one op, no [B, M, M] intermediate.
-        flat_index = rows_j * width + tf.range(width, dtype=tf.int32)[tf.newaxis, :]
-        drawn = tf.gather(tf.reshape(bank, [-1]), flat_index)
+        # bank[rows_j[i, k], k] through one flat gather: no [B, M, M] intermediate.
+        flat = tf.cast(rows_j, tf.int64) * width + tf.range(width, dtype=tf.int64)[tf.newaxis, :]
+        drawn = tf.cast(tf.gather(tf.reshape(bank, [-1]), flat), values.dtype)
         return tf.where(mask_j, drawn, values)
 
     numeric_out = replace(numeric, bank_numeric, rows[:, :dn], mask[:, :dn], dn)
@@ -109,38 +142,93 @@ def corrupt_features(numeric, categorical, bank_numeric, bank_categorical, corru
     return numeric_out, categorical_out, mask
 
 
-def build_feature_bank(data: TabularData, size: int, seed: int) -> TabularData:
-    """A uniform sample (without replacement) of at most `size` training rows.
+@dataclasses.dataclass
+class FeatureBank:
+    """A uniform sample of at most `size` training rows; its columns sample each marginal.
 
-    The bank bounds memory at size × M values however large the table; its columns are
-    unbiased samples of each feature's marginal. With N <= size it is the data itself.
+    Built by reservoir sampling (Algorithm R, vectorised per batch), so it can be filled
+    from a stream of batches in bounded memory: every row seen has the same chance,
+    size / rows_seen, of being in the bank.
     """
-    if len(data) <= size:
-        return data
-    rows = np.random.default_rng(seed).choice(len(data), size=size, replace=False)
-    return data.take(np.sort(rows))
+
+    numeric: np.ndarray  # float32 [S, Dn]
+    categorical: np.ndarray  # int64 [S, Dc]
+    rows_seen: int
+
+    def __len__(self) -> int:
+        return len(self.numeric)
+
+    @classmethod
+    def from_batches(cls, batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int, seed: int) -> "FeatureBank":
+        if size < 1:
+            raise ValueError(f"feature bank size must be >= 1, got {size}")
+        rng = np.random.default_rng(seed)
+        numeric = categorical = None
+        filled = seen = 0
+        for num, cat in batches:
+            num, cat = np.asarray(num, np.float32), np.asarray(cat, np.int64)
+            if numeric is None:
+                numeric = np.empty((size, num.shape[1]), np.float32)
+                categorical = np.empty((size, cat.shape[1]), np.int64)
+            n = len(num)
+            fill = min(n, size - filled)  # the first `size` rows go straight in
+            numeric[filled:filled + fill], categorical[filled:filled + fill] = num[:fill], cat[:fill]
+            filled += fill
+            # Row with global index t >= size replaces slot j ~ U{0..t} when j < size.
+            t = seen + np.arange(fill, n)
+            slots = rng.integers(0, t + 1)
+            hit = np.flatnonzero(slots < size)
+            if len(hit):
+                # Sequential semantics: for a slot hit twice, the later row wins.
+                last_first, first_pos = np.unique(slots[hit][::-1], return_index=True)
+                keep = hit[len(hit) - 1 - first_pos]
+                numeric[last_first], categorical[last_first] = num[fill:][keep], cat[fill:][keep]
+            seen += n
+        if numeric is None or filled == 0:
+            raise ValueError("cannot build a feature bank from no rows")
+        return cls(numeric[:filled], categorical[:filled], seen)
 
 
+def build_feature_bank(data: TabularData, size: int, seed: int, chunk_rows: int = 65_536) -> FeatureBank:
+    """The bank for an in-memory table: all rows if N <= size, else a reservoir sample."""
+    chunks = (
+        (data.numeric[i:i + chunk_rows], data.categorical[i:i + chunk_rows])
+        for i in range(0, len(data), chunk_rows)
+    )
+    return FeatureBank.from_batches(chunks, size, seed)
+
+
+@keras.saving.register_keras_serializable(package="scarfx")
 class FeatureCorruption(keras.layers.Layer):
-    """SCARF's corruption as a layer; the bank is kept as non-trainable weights."""
+    """SCARF's corruption as a layer; the bank is kept as non-trainable weights.
+
+    call({"numeric", "categorical"}, seed) -> the corrupted dict; `seed` is a [2] int tensor.
+    """
 
     def __init__(self, bank_rows: int, num_numeric: int, num_categorical: int, corruption_rate: float, **kwargs):
         super().__init__(**kwargs)
-        self.bank_rows = bank_rows
-        self.num_numeric = num_numeric
-        self.num_categorical = num_categorical
-        self.corruption_rate = corruption_rate
+        self.bank_rows = int(bank_rows)
+        self.num_numeric = int(num_numeric)
+        self.num_categorical = int(num_categorical)
+        self.corruption_rate = float(corruption_rate)
         self.bank_numeric = self.add_weight(
-            shape=(bank_rows, num_numeric), dtype="float32", trainable=False, initializer="zeros", name="bank_numeric"
+            shape=(self.bank_rows, self.num_numeric), dtype="float32", trainable=False, initializer="zeros",
+            name="bank_numeric",
         )
         self.bank_categorical = self.add_weight(
-            shape=(bank_rows, num_categorical), dtype="int64", trainable=False, initializer="zeros",
+            shape=(self.bank_rows, self.num_categorical), dtype="int64", trainable=False, initializer="zeros",
             name="bank_categorical",
         )
 
-    def set_bank(self, bank: TabularData) -> None:
-        self.bank_numeric.assign(bank.numeric.astype(np.float32))
-        self.bank_categorical.assign(bank.categorical.astype(np.int64))
+    @classmethod
+    def from_bank(cls, bank: FeatureBank, corruption_rate: float, **kwargs) -> "FeatureCorruption":
+        layer = cls(len(bank), bank.numeric.shape[1], bank.categorical.shape[1], corruption_rate, **kwargs)
+        layer.set_bank(bank)
+        return layer
+
+    def set_bank(self, bank: FeatureBank) -> None:
+        self.bank_numeric.assign(np.asarray(bank.numeric, np.float32))
+        self.bank_categorical.assign(np.asarray(bank.categorical, np.int64))
 
     def call(self, inputs, seed):
         numeric, categorical, _ = corrupt_features(
@@ -163,13 +251,14 @@ class FeatureCorruption(keras.layers.Layer):
 
 
 def embedding_dim(cardinality: int) -> int:
-    """fast.ai's rule of thumb, capped at 16: small vocabularies get small embeddings."""
+    """fast.ai's rule round(1.6·card^0.56), clipped to [2, 16]: small vocabularies get
+    small embeddings, and no categorical feature outweighs the numeric ones in the MLP's input."""
     return int(min(16, max(2, round(1.6 * cardinality**0.56))))
 
 
 @keras.saving.register_keras_serializable(package="scarfx")
 class TabularEmbedding(keras.layers.Layer):
-    """Embeds each categorical id column and concatenates them with the numeric columns."""
+    """Embeds each categorical id column and concatenates them after the numeric columns."""
 
     def __init__(self, cardinalities, **kwargs):
         super().__init__(**kwargs)
@@ -193,11 +282,18 @@ class TabularEmbedding(keras.layers.Layer):
 class L2Normalize(keras.layers.Layer):
     """Projects embeddings onto the unit sphere, so dot products are cosine similarities."""
 
+    def __init__(self, epsilon: float = 1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
     def call(self, x):
-        return tf.math.l2_normalize(x, axis=-1)
+        return tf.math.l2_normalize(x, axis=-1, epsilon=self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
 
 
-def _inputs(layout: FeatureLayout):
+def model_inputs(layout: FeatureLayout) -> dict[str, keras.KerasTensor]:
     return {
         "numeric": keras.Input((len(layout.numeric_names),), dtype="float32", name="numeric"),
         "categorical": keras.Input((len(layout.categorical_names),), dtype="int64", name="categorical"),
@@ -205,8 +301,8 @@ def _inputs(layout: FeatureLayout):
 
 
 def build_encoder(layout: FeatureLayout, config: ScarfConfig) -> keras.Model:
-    """f: embeddings + an MLP of `encoder_depth` ReLU layers of `encoder_width` units."""
-    inputs = _inputs(layout)
+    """f: per-feature embeddings + numeric columns, then `encoder_depth` ReLU layers of `encoder_width`."""
+    inputs = model_inputs(layout)
     x = TabularEmbedding(layout.categorical_cardinalities, name="tabular_embedding")(
         inputs["numeric"], inputs["categorical"]
     )
@@ -216,7 +312,7 @@ def build_encoder(layout: FeatureLayout, config: ScarfConfig) -> keras.Model:
 
 
 def build_projection_head(config: ScarfConfig) -> keras.Sequential:
-    """g: `head_depth` dense layers (ReLU between them), output L2-normalised."""
+    """g: `head_depth` dense layers of `head_width` (ReLU between them), output L2-normalised."""
     layers = [
         keras.layers.Dense(config.head_width, activation="relu", name=f"head_dense_{i}")
         for i in range(config.head_depth - 1)
@@ -226,7 +322,7 @@ def build_projection_head(config: ScarfConfig) -> keras.Sequential:
 
 
 def build_classifier(encoder: keras.Model, num_classes: int) -> keras.Model:
-    """f followed by a softmax layer; shares the encoder's weights."""
+    """f followed by a softmax layer; shares (does not copy) the encoder's weights."""
     probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(encoder.output)
     return keras.Model(encoder.inputs, probabilities, name="scarf_classifier")
 
@@ -237,8 +333,9 @@ def build_classifier(encoder: keras.Model, num_classes: int) -> keras.Model:
 def info_nce_loss(anchors, positives, temperature: float = 1.0, symmetric: bool = False):
     """InfoNCE of Algorithm 1: row i's positive is positives[i]; the batch's others are negatives.
 
-    One [B, B] matmul of unit vectors (cosine similarities), then cross-entropy on the
-    diagonal. Mean over the batch, so any B >= 1 works (B = 1 gives 0).
+    One [B, B] matmul of unit vectors (cosine similarities / τ), then sparse softmax
+    cross-entropy with the diagonal as targets, averaged over rows. `symmetric` also adds
+    the positives -> anchors direction (mean of both). Any B >= 1 works (B = 1 gives 0).
     """
     anchors = tf.math.l2_normalize(anchors, axis=-1)
     positives = tf.math.l2_normalize(positives, axis=-1)
@@ -251,21 +348,26 @@ def info_nce_loss(anchors, positives, temperature: float = 1.0, symmetric: bool 
     return loss
 
 
+@keras.saving.register_keras_serializable(package="scarfx")
 class ScarfPretrainer(keras.Model):
     """Trains f and g with InfoNCE; each train step corrupts its own batch.
 
-    Validation data are fixed (anchor, corrupted) pairs, so the early-stopping signal
-    does not move with the corruption noise.
+    Training data: batches of clean input dicts. The corruption key is
+    (seed, optimizer step), so every step draws fresh views. Both views go through f and
+    g as one [2B] batch (no batch-dependent layers, so this equals two passes, and one
+    larger matmul is much faster on CPU). Validation data are fixed (clean, corrupted)
+    pairs, so the early-stopping signal does not move with the corruption noise.
     """
 
-    def __init__(self, encoder, head, corruption: FeatureCorruption, temperature=1.0, symmetric=False, seed=0, **kwargs):
+    def __init__(self, encoder, head, corruption: FeatureCorruption, temperature=1.0, symmetric=False, seed=0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.head = head
         self.corruption = corruption
-        self.temperature = temperature
-        self.symmetric = symmetric
-        self.seed = seed
+        self.temperature = float(temperature)
+        self.symmetric = bool(symmetric)
+        self.seed = int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     @property
@@ -275,34 +377,60 @@ class ScarfPretrainer(keras.Model):
     def call(self, inputs, training=False):
         return self.head(self.encoder(inputs, training=training), training=training)
 
-    def _loss(self, clean, corrupted, training):
-        return info_nce_loss(
-            self(clean, training=training), self(corrupted, training=training), self.temperature, self.symmetric
-        )
+    def contrastive_loss(self, clean, corrupted, training=False):
+        batch = tf.shape(clean["numeric"])[0]
+        both = {k: tf.concat([clean[k], corrupted[k]], axis=0) for k in ("numeric", "categorical")}
+        z = self(both, training=training)
+        return info_nce_loss(z[:batch], z[batch:], self.temperature, self.symmetric)
 
     def train_step(self, data):
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
-        corrupted = self.corruption(data, seed)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        corrupted = self.corruption(data, seed=seed)
         with tf.GradientTape() as tape:
-            loss = self._loss(data, corrupted, training=True)
-        grads = tape.gradient(loss, self.encoder.trainable_variables + self.head.trainable_variables)
-        self.optimizer.apply(grads, self.encoder.trainable_variables + self.head.trainable_variables)
+            loss = self.contrastive_loss(data, corrupted, training=True)
+        # Read after the forward pass: the first call is what builds the head's weights.
+        variables = self.encoder.trainable_variables + self.head.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
     def test_step(self, data):
         clean, corrupted = data
-        self.loss_tracker.update_state(self._loss(clean, corrupted, training=False))
+        self.loss_tracker.update_state(self.contrastive_loss(clean, corrupted, training=False))
         return {"loss": self.loss_tracker.result()}
 
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "head": keras.saving.serialize_keras_object(self.head),
+            "corruption": keras.saving.serialize_keras_object(self.corruption),
+            "temperature": self.temperature,
+            "symmetric": self.symmetric,
+            "seed": self.seed,
+        }
 
-def make_fixed_validation_pairs(data: TabularData, bank: TabularData, corruption_rate: float, seed: int):
-    """(clean, corrupted) input dicts, corrupted once with a fixed seed."""
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "head", "corruption"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+VALIDATION_SEED_STREAM = -1  # second half of the validation key; train steps use 0, 1, 2, ...
+
+
+def make_fixed_validation_pairs(data: TabularData, bank: FeatureBank, corruption_rate: float, seed: int):
+    """(clean, corrupted) input dicts of NumPy arrays, corrupted once with a fixed key.
+
+    Built once before pretraining; every epoch's validation InfoNCE is computed on these
+    same pairs, so it measures the model, not the luck of that epoch's corruption.
+    """
     numeric, categorical, _ = corrupt_features(
         tf.constant(data.numeric, tf.float32), tf.constant(data.categorical, tf.int64),
         tf.constant(bank.numeric, tf.float32), tf.constant(bank.categorical, tf.int64),
-        corruption_rate, tf.constant([seed, -1], tf.int64),
+        corruption_rate, tf.constant([seed, VALIDATION_SEED_STREAM], tf.int64),
     )
     return data.inputs(), {"numeric": numeric.numpy(), "categorical": categorical.numpy()}
 
@@ -311,48 +439,96 @@ def make_fixed_validation_pairs(data: TabularData, bank: TabularData, corruption
 
 
 def split_rows(n: int, fraction: float, rng: np.random.Generator, labels: np.ndarray | None = None):
-    """(train, validation) row indices; stratified by label when labels are given."""
+    """(train, validation) sorted row indices; stratified by label when labels are given.
+
+    No validation rows (empty array) when the split would leave fewer than 2 on a side;
+    the caller then trains for the maximum epochs without early stopping.
+    """
     rows = rng.permutation(n)
+    empty = np.array([], dtype=np.int64)
     if labels is None:
         n_val = int(round(n * fraction))
         if n_val < 2 or n - n_val < 2:
-            return np.sort(rows), np.array([], dtype=np.int64)
+            return np.sort(rows), empty
         return np.sort(rows[n_val:]), np.sort(rows[:n_val])
     val = []
     for cls in np.unique(labels):
         members = rows[labels[rows] == cls]
         k = int(round(len(members) * fraction))
         if len(members) >= 2 and k == 0 and fraction > 0:
-            k = 1
+            k = 1  # every class with 2+ rows is represented in validation
         val.append(members[:k])
-    val_rows = np.concatenate(val) if val else np.array([], dtype=np.int64)
+    val_rows = np.concatenate(val) if val else empty
     if len(val_rows) < 2 or n - len(val_rows) < 2:
-        return np.sort(rows), np.array([], dtype=np.int64)
-    train_rows = np.setdiff1d(rows, val_rows)
-    return np.sort(train_rows), np.sort(val_rows)
+        return np.sort(rows), empty
+    return np.setdiff1d(rows, val_rows), np.sort(val_rows)
 
 
 class _EpochTimer(keras.callbacks.Callback):
+    """Wall seconds per epoch, and the part spent training (validation excluded)."""
+
     def on_train_begin(self, logs=None):
-        self.seconds = []
+        self.epoch_seconds, self.train_seconds = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._validation = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._validation += time.perf_counter() - self._test_start
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        total = time.perf_counter() - self._start
+        self.epoch_seconds.append(total)
+        self.train_seconds.append(total - self._validation)
 
 
-def _callbacks(monitor: str, mode: str, config: ScarfConfig, log_dir: str | None, stage: str, has_validation: bool):
+class BestEpochStopping(keras.callbacks.Callback):
+    """Early stopping on a lexicographic validation key (larger is better); restores the best weights.
+
+    `key(logs)` returns a tuple, e.g. (val_accuracy, -val_loss): an epoch improves if its
+    accuracy is higher, or equal with a lower loss, so a plateau in the (coarse, small
+    sample) validation accuracy does not stop training while the loss still improves.
+    Training stops after `patience` epochs without improvement. NaN never improves.
+    """
+
+    def __init__(self, key, patience: int):
+        super().__init__()
+        self.key = key
+        self.patience = patience
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = tuple(float(v) for v in self.key(logs or {}))
+        if not any(math.isnan(v) for v in current) and (self.best is None or current > self.best):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _callbacks(key, config: ScarfConfig, log_dir: str | None, stage: str, has_validation: bool):
+    """(callbacks, timer, stopper or None)."""
     timer = _EpochTimer()
-    callbacks = [timer]
+    callbacks, stopper = [timer], None
     if has_validation:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience, restore_best_weights=True)
-        )
+        stopper = BestEpochStopping(key, config.patience)
+        callbacks.append(stopper)
     if log_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, stage), update_freq="epoch"))
-    return callbacks, timer
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, stage), update_freq="epoch", write_graph=False)
+        )
+    return callbacks, timer, stopper
 
 
 def _history(history) -> dict[str, list[float]]:
@@ -368,43 +544,57 @@ def _dataset(inputs, labels, batch_size: int, shuffle: bool, seed: int, drop_rem
 
 
 def _training_dataset(inputs, labels, rows: int, config: ScarfConfig, drop_remainder: bool):
-    """(endless shuffled batches, steps per epoch); an epoch is >= min_steps_per_epoch steps."""
-    batch = min(config.batch_size, rows)
+    """(endless shuffled batches, steps per epoch, batch); an epoch is >= min_steps_per_epoch steps."""
+    batch = max(1, min(config.batch_size, rows))
     passes = rows // batch if drop_remainder else math.ceil(rows / batch)
-    steps = max(passes, config.min_steps_per_epoch)
+    steps = max(passes, config.min_steps_per_epoch, 1)
     ds = _dataset(inputs, labels, batch, True, config.seed, drop_remainder).repeat()
     return ds, steps, batch
 
 
-def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfConfig, log_dir=None):
-    """Stage 1 on every row, labelled or not. Returns (history, summary)."""
+def _steady_rate(seconds: list[float], rows_per_epoch: int) -> tuple[float | None, float | None]:
+    """(median seconds per epoch, rows/s); the first epoch (XLA compilation) is left out when possible."""
+    steady = seconds[1:] or seconds
+    if not steady:
+        return None, None
+    per_epoch = float(np.median(steady))
+    return per_epoch, (rows_per_epoch / per_epoch if per_epoch > 0 else None)
+
+
+def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfConfig, log_dir=None,
+             jit_compile: bool = True):
+    """Stage 1 on every row, labelled or not; trains `encoder` in place. Returns (history, summary).
+
+    A `validation_fraction` of rows is held out as fixed corrupted pairs for early
+    stopping (patience `config.patience`, best weights restored); the bank is drawn from
+    all rows. Training batches drop the remainder, so every step has B - 1 negatives.
+    The train step (corruption included) is XLA-compiled unless `jit_compile=False`.
+    """
+    start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     bank = build_feature_bank(data, config.feature_bank_size, config.seed)
     train_rows, val_rows = split_rows(len(data), config.validation_fraction, rng)
     train = data.take(train_rows)
-    corruption = FeatureCorruption(
-        len(bank), len(layout.numeric_names), len(layout.categorical_names), config.corruption_rate, name="corruption"
-    )
-    corruption.set_bank(bank)
+    corruption = FeatureCorruption.from_bank(bank, config.corruption_rate, name="corruption")
     model = ScarfPretrainer(
         encoder, build_projection_head(config), corruption, config.temperature, config.symmetric_loss, config.seed
     )
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=True)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
     train_ds, steps, batch = _training_dataset(train.inputs(), None, len(train), config, drop_remainder=True)
     val_ds = None
     if len(val_rows):
         clean, corrupted = make_fixed_validation_pairs(data.take(val_rows), bank, config.corruption_rate, config.seed)
         val_ds = tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch)
-    callbacks, timer = _callbacks("val_loss", "min", config, log_dir, "pretrain", val_ds is not None)
-    start = time.perf_counter()
+    callbacks, timer, stopper = _callbacks(
+        lambda logs: (-logs["val_loss"],), config, log_dir, "pretrain", val_ds is not None
+    )
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, steps_per_epoch=steps,
         callbacks=callbacks, verbose=0,
     )
-    seconds = time.perf_counter() - start
     hist = _history(history)
-    rows_per_epoch = steps * batch
-    steady = timer.seconds[1:] or timer.seconds
+    hist["train_seconds"] = [float(x) for x in timer.train_seconds]  # per epoch, validation excluded
+    seconds_per_epoch, rows_per_second = _steady_rate(timer.train_seconds, steps * batch)
     summary = {
         "pretrain_rows": len(data),
         "pretrain_train_rows": len(train),
@@ -412,17 +602,30 @@ def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfCon
         "feature_bank_rows": len(bank),
         "corrupted_features_per_row": corruption_count(layout.num_features, config.corruption_rate),
         "pretrain_epochs_run": len(hist.get("loss", [])),
-        "pretrain_best_epoch": int(np.argmin(hist["val_loss"])) + 1 if "val_loss" in hist else None,
-        "pretrain_best_val_info_nce": float(min(hist["val_loss"])) if "val_loss" in hist else None,
-        "pretrain_seconds": seconds,
-        "pretrain_seconds_per_epoch": float(np.median(steady)),
-        "pretrain_rows_per_second": rows_per_epoch / float(np.median(steady)),
+        "pretrain_best_epoch": stopper.best_epoch + 1 if stopper and stopper.best_epoch is not None else None,
+        "pretrain_best_val_info_nce": -stopper.best[0] if stopper and stopper.best is not None else None,
+        "pretrain_seconds": time.perf_counter() - start,
+        "pretrain_seconds_per_epoch": seconds_per_epoch,  # training only, validation excluded
+        "pretrain_rows_per_second": rows_per_second,
     }
     return hist, summary
 
 
+def _no_pretraining_summary(layout: FeatureLayout, config: ScarfConfig) -> dict:
+    """Same keys as `pretrain`'s summary, so reports need not special-case the baseline."""
+    return {
+        "pretrain_rows": 0, "pretrain_train_rows": 0, "pretrain_validation_pairs": 0, "feature_bank_rows": 0,
+        "corrupted_features_per_row": corruption_count(layout.num_features, config.corruption_rate),
+        "pretrain_epochs_run": 0, "pretrain_best_epoch": None, "pretrain_best_val_info_nce": None,
+        "pretrain_seconds": 0.0, "pretrain_seconds_per_epoch": None, "pretrain_rows_per_second": None,
+    }
+
+
 def fine_tune(classifier, data: TabularData, num_classes: int, config: ScarfConfig, log_dir=None):
-    """Stage 2 on labelled rows only (label >= 0); early stopping on validation error."""
+    """Stage 2 on labelled rows only (label >= 0); early stopping on the validation error
+    of a stratified held-out split (ties broken by validation loss), patience
+    `config.patience`, best weights restored."""
+    start = time.perf_counter()
     labelled = data.take(np.flatnonzero(data.labels >= 0))
     if len(labelled) == 0:
         raise ValueError("no labelled rows to fine-tune on")
@@ -437,23 +640,58 @@ def fine_tune(classifier, data: TabularData, num_classes: int, config: ScarfConf
     )
     train_ds, steps, _ = _training_dataset(train.inputs(), train.labels, len(train), config, drop_remainder=False)
     val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
-    callbacks, _ = _callbacks("val_accuracy", "max", config, log_dir, "finetune", val_ds is not None)
-    start = time.perf_counter()
+    callbacks, timer, stopper = _callbacks(
+        lambda logs: (logs["val_accuracy"], -logs["val_loss"]), config, log_dir, "finetune", val_ds is not None
+    )
     history = classifier.fit(
         train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
         callbacks=callbacks, verbose=0,
     )
     hist = _history(history)
+    hist["train_seconds"] = [float(x) for x in timer.train_seconds]
+    best = stopper is not None and stopper.best_epoch is not None
     summary = {
         "finetune_labelled_rows": len(labelled),
         "finetune_train_rows": len(train),
         "finetune_validation_rows": len(val),
         "finetune_epochs_run": len(hist.get("loss", [])),
-        "finetune_best_epoch": int(np.argmax(hist["val_accuracy"])) + 1 if "val_accuracy" in hist else None,
-        "finetune_best_val_accuracy": float(max(hist["val_accuracy"])) if "val_accuracy" in hist else None,
+        "finetune_best_epoch": stopper.best_epoch + 1 if best else None,
+        "finetune_best_val_accuracy": stopper.best[0] if best else None,
+        "finetune_best_val_loss": -stopper.best[1] if best else None,
         "finetune_seconds": time.perf_counter() - start,
     }
     return hist, summary
+
+
+def check_inputs(data: TabularData, layout: FeatureLayout, num_classes: int) -> None:
+    """Raises ValueError, before any training, on inputs the model cannot use."""
+    n = len(data.labels)
+    dn, dc = len(layout.numeric_names), len(layout.categorical_names)
+    if dn + dc == 0:
+        raise ValueError("no features to train on")
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    if len(layout.categorical_cardinalities) != dc or any(c < 1 for c in layout.categorical_cardinalities):
+        raise ValueError(f"need one cardinality >= 1 per categorical feature, got {layout.categorical_cardinalities}")
+    if data.numeric.shape != (n, dn) or data.categorical.shape != (n, dc):
+        raise ValueError(
+            f"expected numeric [{n}, {dn}] and categorical [{n}, {dc}], "
+            f"got {data.numeric.shape} and {data.categorical.shape}"
+        )
+    if n == 0:
+        raise ValueError("no rows to train on")
+    if dn and not np.all(np.isfinite(data.numeric)):
+        raise ValueError("numeric features must be finite (impute missing values first)")
+    if dc:
+        cards = np.asarray(layout.categorical_cardinalities)
+        bad = np.flatnonzero((data.categorical.min(axis=0) < 0) | (data.categorical.max(axis=0) >= cards))
+        if len(bad):
+            name = layout.categorical_names[bad[0]]
+            raise ValueError(f"categorical feature {name!r} has ids outside [0, {cards[bad[0]]})")
+    if np.any((data.labels < -1) | (data.labels >= num_classes)):
+        raise ValueError(f"labels must lie in [0, {num_classes}) or be -1 (unlabelled)")
+    if not np.any(data.labels >= 0):
+        raise ValueError("no labelled rows to fine-tune on")
 
 
 def train_scarf_classifier(
@@ -463,18 +701,25 @@ def train_scarf_classifier(
     config: ScarfConfig = ScarfConfig(),
     log_dir: str | None = None,
 ) -> TrainingResult:
-    """Pretrains f (unless config.pretrain is False), then fine-tunes f + classifier."""
-    if layout.num_features == 0:
-        raise ValueError("no features to train on")
-    if num_classes < 2:
-        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    """Pretrains f on all rows (unless config.pretrain is False), then fine-tunes f + a
+    softmax classifier on the labelled rows. TensorBoard logs go to log_dir/{pretrain,finetune}."""
+    check_inputs(data, layout, num_classes)
+    data = TabularData(
+        np.asarray(data.numeric, np.float32), np.asarray(data.categorical, np.int64), np.asarray(data.labels, np.int64)
+    )
+    # Weight init and shuffling follow the seed. f and the classifier are built before
+    # the head, so pretrain=True and pretrain=False start from identical weights and
+    # differ only by the pretraining.
     keras.utils.set_random_seed(config.seed)
     encoder = build_encoder(layout, config)
-    pretrain_history, summary = {}, {"pretrained": config.pretrain}
+    classifier = build_classifier(encoder, num_classes)
+    summary = {"pretrained": config.pretrain, "rows": len(data), "num_features": layout.num_features}
+    pretrain_history = {}
     if config.pretrain:
         pretrain_history, stage = pretrain(encoder, data, layout, config, log_dir)
-        summary.update(stage)
-    classifier = build_classifier(encoder, num_classes)
+    else:
+        stage = _no_pretraining_summary(layout, config)
+    summary.update(stage)
     finetune_history, stage = fine_tune(classifier, data, num_classes, config, log_dir)
     summary.update(stage)
     summary["unlabelled_rows"] = int((data.labels < 0).sum())

@@ -1,14 +1,19 @@
-"""InfoNCE against a NumPy reference, the head, fixed validation pairs, label-scarce
-fine-tuning, learning on synthetic data, and the classifier's SavedModel round trip."""
+"""InfoNCE against a NumPy reference, the network pieces, fixed validation pairs,
+label-scarce fine-tuning, learning on synthetic data, TensorBoard logs, and the
+classifier's SavedModel round trip. Training runs use small widths and few epochs."""
 import dataclasses
+import json
+import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from models.scarf import (
-    FeatureLayout, ScarfConfig, TabularData, build_encoder, build_feature_bank, build_projection_head,
-    info_nce_loss, make_fixed_validation_pairs, train_scarf_classifier,
+    BestEpochStopping, FeatureCorruption, FeatureLayout, L2Normalize, ScarfConfig, ScarfPretrainer, TabularData, TabularEmbedding,
+    build_encoder, build_feature_bank, build_projection_head, embedding_dim, info_nce_loss,
+    make_fixed_validation_pairs, train_scarf_classifier,
 )
 
 SMALL = ScarfConfig(encoder_depth=2, encoder_width=32, head_width=32, batch_size=64, pretrain_epochs=3,
@@ -58,98 +63,249 @@ def synthetic(n=1500, seed=0):
     return TabularData(numeric, categorical, labels), layout
 
 
-def test_projection_head_output_has_unit_norm():
-    data, layout = synthetic(50)
-    encoder = build_encoder(layout, SMALL)
-    z = build_projection_head(SMALL)(encoder(data.inputs()))
-    np.testing.assert_allclose(np.linalg.norm(z.numpy(), axis=1), 1.0, rtol=1e-5)
-
-
-def test_fixed_validation_pairs_are_identical_across_calls():
-    data, _ = synthetic(200)
-    bank = build_feature_bank(data, 100, seed=0)
-    assert len(bank) == 100
-    first = make_fixed_validation_pairs(data, bank, 0.6, seed=4)
-    second = make_fixed_validation_pairs(data, bank, 0.6, seed=4)
-    for key in ("numeric", "categorical"):
-        np.testing.assert_array_equal(first[1][key], second[1][key])
-        np.testing.assert_array_equal(first[0][key], data.inputs()[key])
-        assert not np.array_equal(first[1][key], data.inputs()[key])
-
-
 def accuracy(classifier, data):
     return float(np.mean(classifier.predict(data.inputs(), verbose=0).argmax(axis=1) == data.labels))
 
 
-@pytest.mark.parametrize("pretrain", [True, False])
-def test_learns_synthetic_label_better_than_majority(pretrain):
+def majority(data):
+    return max(np.mean(data.labels), 1 - np.mean(data.labels))
+
+
+HIDDEN_SHARE = 0.5
+
+
+@pytest.fixture(scope="module")
+def scarce_run(tmp_path_factory):
+    """One pretrain=True run shared by several tests: half the labels hidden, TensorBoard on."""
+    data, layout = synthetic()
+    hidden = np.random.default_rng(0).random(len(data)) < HIDDEN_SHARE
+    scarce = TabularData(data.numeric, data.categorical, np.where(hidden, -1, data.labels))
+    log_dir = str(tmp_path_factory.mktemp("logs"))
+    result = train_scarf_classifier(scarce, layout, 2, SMALL, log_dir=log_dir)
+    return scarce, hidden, layout, log_dir, result
+
+
+# ---- network pieces
+
+
+def test_embedding_dimension_rule():
+    assert [embedding_dim(c) for c in (1, 2, 6, 20, 100, 10_000)] == [2, 2, 4, 9, 16, 16]
+    layer = TabularEmbedding((6, 20))
+    out = layer(tf.zeros([3, 2]), tf.constant([[0, 1], [5, 19], [2, 3]], tf.int64))
+    assert out.shape == (3, 2 + 4 + 9)
+    assert TabularEmbedding.from_config(layer.get_config()).cardinalities == (6, 20)
+
+
+@pytest.mark.parametrize("dn,dc", [(3, 0), (0, 2)])
+def test_encoder_with_one_kind_of_feature(dn, dc):
+    layout = FeatureLayout(tuple(f"n{i}" for i in range(dn)), tuple(f"c{i}" for i in range(dc)), (5,) * dc)
+    encoder = build_encoder(layout, SMALL)
+    out = encoder({"numeric": tf.zeros([4, dn]), "categorical": tf.zeros([4, dc], tf.int64)})
+    assert out.shape == (4, SMALL.encoder_width)
+
+
+def test_projection_head_output_has_unit_norm():
+    data, layout = synthetic(50)
+    encoder = build_encoder(layout, SMALL)
+    z = build_projection_head(SMALL)(encoder(data.inputs()) * 100.0)
+    np.testing.assert_allclose(np.linalg.norm(z.numpy(), axis=1), 1.0, rtol=1e-5)
+    assert L2Normalize.from_config(L2Normalize(epsilon=1e-6).get_config()).epsilon == 1e-6
+
+
+def _pretrainer(data, layout, config=SMALL):
+    bank = build_feature_bank(data, 100, seed=0)
+    return ScarfPretrainer(
+        build_encoder(layout, config), build_projection_head(config),
+        FeatureCorruption.from_bank(bank, config.corruption_rate), config.temperature, seed=config.seed,
+    ), bank
+
+
+def test_one_pass_over_both_views_equals_two_passes():
+    data, layout = synthetic(40)
+    model, bank = _pretrainer(data, layout)
+    clean, corrupted = make_fixed_validation_pairs(data, bank, 0.6, seed=0)
+    joint = model.contrastive_loss(clean, corrupted).numpy()
+    separate = info_nce_loss(model(clean), model(corrupted), SMALL.temperature).numpy()
+    np.testing.assert_allclose(joint, separate, rtol=1e-5)
+
+
+def test_fixed_validation_pairs_are_identical_across_calls_and_epochs():
+    data, layout = synthetic(200)
+    bank = build_feature_bank(data, 100, seed=0)
+    assert len(bank) == 100
+    first = make_fixed_validation_pairs(data, bank, 0.6, seed=4)
+    second = make_fixed_validation_pairs(data, bank, 0.6, seed=4)
+    other = make_fixed_validation_pairs(data, bank, 0.6, seed=5)
+    for key in ("numeric", "categorical"):
+        np.testing.assert_array_equal(first[1][key], second[1][key])
+        np.testing.assert_array_equal(first[0][key], data.inputs()[key])  # clean anchors untouched
+        assert not np.array_equal(first[1][key], data.inputs()[key])
+        assert not np.array_equal(first[1][key], other[1][key])
+    # Evaluated twice (as two epochs' validation would), a fixed model scores the same.
+    model, _ = _pretrainer(data, layout)
+    model.compile(optimizer="adam", jit_compile=True)
+    ds = tf.data.Dataset.from_tensor_slices(first).batch(64)
+    assert model.evaluate(ds, verbose=0) == model.evaluate(ds, verbose=0)
+
+
+class RecordingCorruption(FeatureCorruption):
+    """Test spy (eager only): remembers the key of every call."""
+
+    seeds = []
+
+    def call(self, inputs, seed):
+        self.seeds.append(seed.numpy().tolist())
+        return super().call(inputs, seed)
+
+
+def test_train_steps_draw_fresh_corruptions():
+    """The corruption key is (seed, optimizer step): a new view every step, reproducible."""
+    data, layout = synthetic(64)
+    model, bank = _pretrainer(data, layout)
+    model.corruption = RecordingCorruption.from_bank(bank, 0.6)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    history = model.fit(tf.data.Dataset.from_tensor_slices(data.inputs()).batch(32), epochs=2, verbose=0)
+    assert RecordingCorruption.seeds == [[SMALL.seed, step] for step in range(4)]
+    assert all(np.isfinite(history.history["loss"]))
+    inputs = {k: tf.constant(v) for k, v in data.inputs().items()}
+    views = [model.corruption(inputs, seed=tf.constant(s, tf.int64))["numeric"].numpy() for s in ([1, 0], [1, 1])]
+    assert not np.array_equal(views[0], views[1])
+
+
+class FakeModel:
+    def __init__(self):
+        self.weights_now, self.stop_training = 0, False
+
+    def get_weights(self):
+        return self.weights_now
+
+    def set_weights(self, weights):
+        self.weights_now = weights
+
+
+def run_stopping(accuracy, loss, patience=3):
+    """Feeds per-epoch logs to BestEpochStopping; the fake model's 'weights' are the epoch index."""
+    stopper = BestEpochStopping(lambda logs: (logs["val_accuracy"], -logs["val_loss"]), patience)
+    model = FakeModel()
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    for epoch, (a, l) in enumerate(zip(accuracy, loss)):
+        model.weights_now = epoch
+        stopper.on_epoch_end(epoch, {"val_accuracy": a, "val_loss": l})
+        if model.stop_training:
+            break
+    stopper.on_train_end()
+    return epoch, stopper.best_epoch, model.weights_now
+
+
+def test_early_stopping_on_validation_error_with_loss_as_tie_break():
+    # No better accuracy for 3 epochs: stop, restore epoch 0.
+    assert run_stopping([0.8, 0.7, 0.8, 0.75, 0.9], [0.5, 0.4, 0.6, 0.3, 0.1]) == (3, 0, 0)
+    # Same accuracy with a lower loss counts as better: keeps going, restores that epoch.
+    assert run_stopping([0.8, 0.79, 0.78, 0.8, 0.7], [0.58, 0.5, 0.44, 0.38, 0.5]) == (4, 3, 3)
+    # NaN never improves.
+    assert run_stopping([0.6, float("nan"), 0.6, 0.6], [0.5, 0.1, 0.7, 0.8]) == (3, 0, 0)
+
+
+# ---- training end to end
+
+
+def test_learns_with_pretraining_on_scarce_labels(scarce_run):
+    _, _, _, _, result = scarce_run
+    test, _ = synthetic(600, seed=1)
+    assert accuracy(result.classifier, test) > majority(test) + 0.1
+    assert result.summary["pretrained"] is True
+    assert result.pretrain_history["loss"] and result.pretrain_history["val_loss"]
+    assert result.summary["pretrain_best_val_info_nce"] == min(result.pretrain_history["val_loss"])
+
+
+def test_learns_without_pretraining():
     data, layout = synthetic()
     test, _ = synthetic(600, seed=1)
-    result = train_scarf_classifier(data, layout, 2, dataclasses.replace(SMALL, pretrain=pretrain))
-    majority = max(np.mean(test.labels), 1 - np.mean(test.labels))
-    assert accuracy(result.classifier, test) > majority + 0.1
-    assert result.summary["pretrained"] is pretrain
-    assert ("pretrain_rows_per_second" in result.summary) is pretrain
-    if pretrain:
-        assert result.pretrain_history["loss"] and result.pretrain_history["val_loss"]
-
-
-def test_label_scarce_fine_tunes_on_labelled_rows_only():
-    data, layout = synthetic()
-    hidden = np.random.default_rng(0).random(len(data)) < 0.75
-    scarce = TabularData(data.numeric, data.categorical, np.where(hidden, -1, data.labels))
-    result = train_scarf_classifier(scarce, layout, 2, SMALL)
+    result = train_scarf_classifier(data, layout, 2, dataclasses.replace(SMALL, pretrain=False))
+    assert accuracy(result.classifier, test) > majority(test) + 0.1
     s = result.summary
-    assert s["pretrain_rows"] == len(data)  # every row pretrains
-    assert s["finetune_labelled_rows"] == int((~hidden).sum()) == len(data) - s["unlabelled_rows"]
+    assert s["pretrained"] is False and s["pretrain_rows"] == 0 and result.pretrain_history == {}
+    assert s["finetune_labelled_rows"] == len(data)
+
+
+def test_label_scarce_summary_counts(scarce_run):
+    scarce, hidden, _, _, result = scarce_run
+    s = result.summary
+    assert s["pretrain_rows"] == len(scarce)  # every row pretrains, labelled or not
+    assert s["pretrain_train_rows"] + s["pretrain_validation_pairs"] == len(scarce)
+    assert s["unlabelled_rows"] == int(hidden.sum())
+    assert s["finetune_labelled_rows"] == int((~hidden).sum()) == len(scarce) - s["unlabelled_rows"]
     assert s["finetune_train_rows"] + s["finetune_validation_rows"] == s["finetune_labelled_rows"]
+    assert 1 <= s["pretrain_best_epoch"] <= s["pretrain_epochs_run"] <= SMALL.pretrain_epochs
+    assert 1 <= s["finetune_best_epoch"] <= s["finetune_epochs_run"] <= SMALL.finetune_epochs
+    assert s["pretrain_rows_per_second"] > 0 and s["finetune_seconds"] > 0
+    json.dumps(s)  # plain JSON, no NumPy scalars
 
 
-def test_unlabelled_rows_labels_do_not_leak_into_fine_tuning():
-    """Two tables that differ only in rows marked unlabelled train the same classifier."""
+def test_unlabelled_rows_do_not_reach_fine_tuning():
+    """Two tables that differ only in rows marked unlabelled train the same classifier.
+
+    With pretraining off, only fine-tuning sees the data: if it used any unlabelled row,
+    the garbage features (and -1 labels) of those rows would change the weights.
+    """
     data, layout = synthetic(600)
     hidden = np.arange(len(data)) % 2 == 0
-    one = TabularData(data.numeric, data.categorical, np.where(hidden, -1, data.labels))
+    labels = np.where(hidden, -1, data.labels)
     config = dataclasses.replace(SMALL, pretrain=False, finetune_epochs=2)
-    # Same features and labelled rows; only the hidden rows' features differ -> fine-tuning
-    # (which must ignore them) gives identical weights when pretraining is off.
-    other_numeric = data.numeric.copy()
-    other_numeric[hidden] = 123.0
-    two = TabularData(other_numeric, data.categorical, one.labels)
-    w1 = train_scarf_classifier(one, layout, 2, config).classifier.get_weights()
-    w2 = train_scarf_classifier(two, layout, 2, config).classifier.get_weights()
-    for a, b in zip(w1, w2):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    garbage_numeric, garbage_categorical = data.numeric.copy(), data.categorical.copy()
+    garbage_numeric[hidden] = 123.0
+    garbage_categorical[hidden] = 5
+    one = train_scarf_classifier(TabularData(data.numeric, data.categorical, labels), layout, 2, config)
+    two = train_scarf_classifier(TabularData(garbage_numeric, garbage_categorical, labels), layout, 2, config)
+    for a, b in zip(one.classifier.get_weights(), two.classifier.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
-def test_classifier_survives_saved_model_round_trip(tmp_path):
-    data, layout = synthetic(300)
-    config = dataclasses.replace(SMALL, pretrain_epochs=1, finetune_epochs=1)
-    classifier = train_scarf_classifier(data, layout, 2, config).classifier
+def test_tensorboard_logs_for_both_stages(scarce_run):
+    *_, log_dir, _ = scarce_run
+    for stage in ("pretrain", "finetune"):
+        events = [f for _, _, files in os.walk(os.path.join(log_dir, stage)) for f in files if "tfevents" in f]
+        assert events, stage
+
+
+def test_classifier_survives_saved_model_round_trip(scarce_run, tmp_path):
+    scarce, _, _, _, result = scarce_run
+    classifier = result.classifier
 
     class Module(tf.Module):
         def __init__(self, model):
             super().__init__()
             self.model = model
 
-        @tf.function(input_signature=[{"numeric": tf.TensorSpec([None, 4], tf.float32),
-                                       "categorical": tf.TensorSpec([None, 2], tf.int64)}])
-        def serve(self, inputs):
-            return {"probabilities": self.model(inputs, training=False)}
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="numeric"),
+                                      tf.TensorSpec([None, 2], tf.int64, name="categorical")])
+        def serve(self, numeric, categorical):
+            return {"probabilities": self.model({"numeric": numeric, "categorical": categorical}, training=False)}
 
     module = Module(classifier)
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve.get_concrete_function()})
     reloaded = tf.saved_model.load(str(tmp_path))
-    inputs = {k: tf.constant(v) for k, v in data.inputs().items()}
-    np.testing.assert_allclose(
-        reloaded.serve(inputs)["probabilities"].numpy(), classifier(inputs).numpy(), rtol=1e-5, atol=1e-6
-    )
+    inputs = {k: tf.constant(v[:300]) for k, v in scarce.inputs().items()}
+    expected = classifier(inputs).numpy()
+    assert expected.dtype == np.float32 and expected.shape == (300, 2)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(reloaded.serve(**inputs)["probabilities"].numpy(), expected)
+    signature = reloaded.signatures["serving_default"]
+    np.testing.assert_array_equal(signature(**inputs)["probabilities"].numpy(), expected)
 
 
-def test_rejects_degenerate_inputs():
+def test_rejects_unusable_inputs_before_training():
     data, layout = synthetic(50)
     with pytest.raises(ValueError, match="at least 2 classes"):
         train_scarf_classifier(data, layout, 1, SMALL)
-    none = TabularData(data.numeric, data.categorical, np.full(len(data), -1))
     with pytest.raises(ValueError, match="no labelled rows"):
-        train_scarf_classifier(none, layout, 2, SMALL)
+        train_scarf_classifier(TabularData(data.numeric, data.categorical, np.full(len(data), -1)), layout, 2, SMALL)
+    with pytest.raises(ValueError, match="labels must lie"):
+        train_scarf_classifier(TabularData(data.numeric, data.categorical, data.labels + 1), layout, 2, SMALL)
+    bad_ids = data.categorical.copy()
+    bad_ids[0, 1] = 6
+    with pytest.raises(ValueError, match="'f' has ids outside"):
+        train_scarf_classifier(TabularData(data.numeric, bad_ids, data.labels), layout, 2, SMALL)
+    with pytest.raises(ValueError, match="expected numeric"):
+        train_scarf_classifier(TabularData(data.numeric[:, :3], data.categorical, data.labels), layout, 2, SMALL)

@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scarfx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    from serving import cli as serving_cli  # TensorFlow-free until a command needs it
+
+    serving_cli.add_serve_arguments(
+        sub.add_parser("serve", help="serve pushed models over TF Serving's REST API, hot-swapping new versions")
+    )
+    serving_cli.add_models_arguments(
+        sub.add_parser("models", help="list, promote or roll back served model versions")
+    )
     return parser
 
 
@@ -120,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command in ("serve", "models"):
+            from serving import cli as serving_cli
+
+            return serving_cli.run_serve(args) if args.command == "serve" else serving_cli.run_models(args)
     except ConfigError as e:
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,218 @@
+"""`scarfx serve` and `scarfx models list|promote|rollback|unpin`, to wire into pipeline/cli.py:
+
+    p = sub.add_parser("serve", help="serve pushed models over TF Serving's REST API")
+    serving.cli.add_serve_arguments(p)          # then: return serving.cli.run_serve(args)
+    p = sub.add_parser("models", help="list, promote or roll back served model versions")
+    serving.cli.add_models_arguments(p)         # then: return serving.cli.run_models(args)
+
+Both `run_*` return a process exit code (0 ok, 2 usage or state error) and print errors as
+one `scarfx: error: ...` line, like `scarfx run`. Nothing here imports TensorFlow until
+`serve` starts, so `scarfx models ...` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+DEFAULT_SERVING_DIR = "serving_model"
+DEFAULT_MODEL_NAME = "scarfx"
+TOKEN_ENV = "SCARFX_ADMIN_TOKEN"
+
+
+def _common(parser: argparse.ArgumentParser, suppress_defaults: bool = False) -> None:
+    """The shared options; with suppress_defaults they may also follow a subcommand
+    (`scarfx models list --serving-dir D`) without resetting a value given before it."""
+
+    def default(value):
+        return argparse.SUPPRESS if suppress_defaults else value
+
+    parser.add_argument("--serving-dir", default=default(DEFAULT_SERVING_DIR),
+                        help="TF Serving base directory the Pusher writes <version>/ into (default: ./serving_model)")
+    parser.add_argument("--model-name", default=default(DEFAULT_MODEL_NAME),
+                        help="model name in URLs and in the model config file (default: scarfx)")
+    parser.add_argument("--model-config-file", default=default(None), metavar="PATH",
+                        help="TF Serving model config file (default: <serving-dir>/models.config)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {v}")
+    return v
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `scarfx serve`."""
+    _common(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8501, help="REST port (default: 8501, TF Serving's)")
+    parser.add_argument("--poll-interval", type=_positive_float, default=0.5, metavar="SECONDS",
+                        help="how often to look for new versions and config changes (default: 0.5)")
+    parser.add_argument("--max-body-bytes", type=_positive_int, default=8 << 20,
+                        help="largest request body accepted, else 413 (default: 8 MiB)")
+    parser.add_argument("--max-batch-size", type=_positive_int, default=1024,
+                        help="most examples per request, else 413 (default: 1024)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="inference threads (default: CPUs + 4, at most 32)")
+    parser.add_argument("--admin-token-file", default=None, metavar="PATH",
+                        help=f"file holding the bearer token for /admin/ endpoints (or set ${TOKEN_ENV}); "
+                             "without one, admin endpoints only work when bound to loopback")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow logs")
+
+
+def _read_token(args) -> str | None:
+    if args.admin_token_file:
+        with open(args.admin_token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+        if not token:
+            raise ValueError(f"{args.admin_token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def run_serve(args) -> int:
+    """Runs the server until SIGINT/SIGTERM; returns an exit code."""
+    from serving import layout
+
+    if not layout.valid_model_name(args.model_name):
+        print(f"scarfx: error: invalid --model-name {args.model_name!r}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(args.serving_dir):
+        print(f"scarfx: error: --serving-dir {args.serving_dir} is not a directory "
+              "(run `scarfx run` first, or create it and let the Pusher fill it)", file=sys.stderr)
+        return 2
+    try:
+        token = _read_token(args)
+    except (OSError, ValueError) as e:
+        print(f"scarfx: error: admin token: {e}", file=sys.stderr)
+        return 2
+    if not getattr(args, "verbose", False):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Loads, swaps, refusals and config reloads are INFO lines of the "scarfx.serving" logger.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("scarfx.serving").setLevel(logging.INFO)
+    from serving.server import ModelServer
+
+    try:
+        server = ModelServer(
+            args.serving_dir, args.model_name, host=args.host, port=args.port,
+            config_file=args.model_config_file, poll_interval=args.poll_interval,
+            max_body_bytes=args.max_body_bytes, max_batch_size=args.max_batch_size,
+            num_threads=args.threads, admin_token=token, access_log=args.access_log,
+        )
+        server.serve_forever()
+    except OSError as e:
+        print(f"scarfx: error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `scarfx models list|promote VERSION|rollback|unpin`."""
+    _common(parser)
+    sub = parser.add_subparsers(dest="models_command", required=True)
+    p = sub.add_parser("list", help="versions on disk, which one is pinned, labels")
+    _common(p, suppress_defaults=True)
+    p.add_argument("--json", action="store_true", help="print JSON rows")
+    for name, text in (
+        ("promote", "pin VERSION and label it stable (TF Serving model config file)"),
+        ("rollback", "pin the previous good version (no retraining)"),
+        ("unpin", "serve the latest version again (TF Serving's default policy)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _common(p, suppress_defaults=True)
+        if name == "promote":
+            p.add_argument("version", type=_positive_int, help="version directory name (an integer)")
+        if name in ("promote", "rollback"):
+            p.add_argument("--server", default=None, metavar="URL",
+                           help="REST address of the running server (this one or TF Serving), e.g. "
+                                "http://127.0.0.1:8501: change in two phases, as TF Serving requires "
+                                "(serve both, wait until the new version is AVAILABLE, then move 'stable'); "
+                                "on refusal or timeout the config file is restored")
+            p.add_argument("--wait-timeout", type=_positive_float, default=300.0, metavar="SECONDS",
+                           help="with --server: how long to wait for AVAILABLE (default: 300)")
+        p.add_argument("--actor", default=None, help="who does this, for the audit log (default: user@host)")
+        p.add_argument("--reason", default=None, help="free text recorded in the audit log")
+        p.add_argument("--base-path", default=None,
+                       help="base_path written into the config for a new model entry (default: the serving dir, "
+                            "absolute); set it to where TF Serving sees the directory, e.g. /models/scarfx")
+
+
+def _print_rows(rows: list[dict]) -> None:
+    if not rows:
+        print("scarfx: no versions")
+        return
+    print(f"{'VERSION':>12}  {'ON DISK':<10}  {'PINNED':<6}  {'LATEST':<6}  LABELS")
+    for r in rows:
+        print(f"{r['version']:>12}  {r['on_disk']:<10}  {'yes' if r['pinned'] else '':<6}  "
+              f"{'yes' if r['latest'] else '':<6}  {','.join(r['labels'])}")
+    if rows[0].get("policy_error"):
+        print(f"scarfx: warning: {rows[0]['policy_error']}")
+
+
+def run_models(args) -> int:
+    """`scarfx models ...`; returns an exit code."""
+    import json
+
+    from serving import promotion
+    from serving.modelconfig import ConfigError
+
+    serving_dir = args.serving_dir
+    if not os.path.isdir(serving_dir):
+        print(f"scarfx: error: --serving-dir {serving_dir} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        if args.models_command == "list":
+            rows = promotion.list_versions(serving_dir, args.model_name, args.model_config_file)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                _print_rows(rows)
+            return 0
+        kwargs = dict(actor=args.actor, config_file=args.model_config_file, base_path=args.base_path,
+                      reason=args.reason)
+        if args.models_command in ("promote", "rollback"):
+            kwargs.update(server_url=args.server, wait_timeout=args.wait_timeout)
+        if args.models_command == "promote":
+            rec = promotion.promote(serving_dir, args.model_name, args.version, **kwargs)
+        elif args.models_command == "rollback":
+            rec = promotion.rollback(serving_dir, args.model_name, **kwargs)
+        else:
+            rec = promotion.unpin(serving_dir, args.model_name, **kwargs)
+    except (promotion.PromotionError, ConfigError, OSError) as e:
+        print(f"scarfx: error: {e}", file=sys.stderr)
+        return 2
+    frm = rec["from_version"] if rec["from_version"] is not None else "none"
+    to = rec["to_version"] if rec["to_version"] is not None else "latest"
+    print(f"scarfx: {rec['action']} {args.model_name}: {frm} -> {to} (by {rec['actor']}; {rec['config_file']})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (`python -m serving.cli serve|models ...`) until pipeline/cli.py wires it."""
+    parser = argparse.ArgumentParser(prog="scarfx")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_serve_arguments(sub.add_parser("serve", help="serve pushed models over TF Serving's REST API"))
+    add_models_arguments(sub.add_parser("models", help="list, promote or roll back served model versions"))
+    args = parser.parse_args(argv)
+    return run_serve(args) if args.command == "serve" else run_models(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

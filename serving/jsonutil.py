@@ -1,0 +1,38 @@
+"""Fast JSON (orjson when installed, else the standard library), same behaviour either way."""
+from __future__ import annotations
+
+import json as _json
+from typing import Any
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is in requirements.lock
+    _orjson = None
+
+if _orjson is not None:
+    _OPTS = _orjson.OPT_SERIALIZE_NUMPY
+
+    def dumps(obj: Any) -> bytes:
+        return _orjson.dumps(obj, option=_OPTS)
+
+    def loads(data: bytes | str) -> Any:
+        return _orjson.loads(data)
+
+    JSONDecodeError = _orjson.JSONDecodeError
+else:  # pragma: no cover
+    def _default(o):
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+    def dumps(obj: Any) -> bytes:
+        return _json.dumps(obj, separators=(",", ":"), default=_default, allow_nan=False).encode()
+
+    def loads(data: bytes | str) -> Any:
+        return _json.loads(data)
+
+    JSONDecodeError = _json.JSONDecodeError
+
+
+def pretty(obj: Any) -> str:
+    return _json.dumps(obj, indent=2, sort_keys=False, default=str)

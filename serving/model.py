@@ -1,0 +1,268 @@
+"""One loaded SavedModel version: load, contract check, warm-up, inference, refcount.
+
+The contract (what the Trainer exports, see docs/SERVING.md):
+- `serving_default`: `examples` string [None] -> `probabilities` float32 [None, K],
+  `predicted_class` string [None], `classes` string [None, K];
+- `transform_features`: `examples` string [None] -> transformed features;
+- `assets.extra/scarfx_metadata.json` with `classes` (K names) and `raw_features`.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from serving.examples import MetadataError, default_example_features, read_metadata, serialize_features
+from serving.warmup import read_warmup_requests, warmup_path
+
+log = logging.getLogger("scarfx.serving")
+
+SERVING_SIGNATURE = "serving_default"
+TRANSFORM_SIGNATURE = "transform_features"
+EXAMPLES_INPUT = "examples"
+
+
+class LoadError(Exception):
+    """A version that cannot be served; `code` is a TF Serving error code name."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN"):
+        super().__init__(message)
+        self.code = code
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _error_code(e: BaseException) -> str:
+    tf = _tf()
+    if isinstance(e, tf.errors.OpError):
+        try:
+            from tensorflow.core.protobuf import error_codes_pb2
+
+            return error_codes_pb2.Code.Name(e.error_code)
+        except Exception:  # noqa: BLE001
+            return "UNKNOWN"
+    return "UNKNOWN"
+
+
+def _short_error(e: BaseException) -> str:
+    tf = _tf()
+    msg = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= 600 else msg[:597] + "..."
+
+
+def _spec(t) -> tuple[str, list[int | None] | None]:
+    shape = t.shape
+    dims = None if shape.rank is None else [d for d in shape.as_list()]
+    return t.dtype.name, dims
+
+
+def takes_examples(fn) -> bool:
+    args, kwargs = fn.structured_input_signature
+    if args or set(kwargs) != {EXAMPLES_INPUT}:
+        return False
+    dtype, dims = _spec(kwargs[EXAMPLES_INPUT])
+    return dtype == "string" and dims is not None and len(dims) == 1
+
+
+def check_contract(signatures: dict, num_classes: int) -> None:
+    """Raises LoadError(INVALID_ARGUMENT) unless the signatures match the serving contract."""
+    problems = []
+    for name in (SERVING_SIGNATURE, TRANSFORM_SIGNATURE):
+        if name not in signatures:
+            problems.append(f"missing signature '{name}'")
+        elif not takes_examples(signatures[name]):
+            args, kwargs = signatures[name].structured_input_signature
+            got = {k: _spec(v) for k, v in kwargs.items()}
+            problems.append(f"signature '{name}' must take one input 'examples' string [None]; takes {got}")
+    if SERVING_SIGNATURE in signatures:
+        outputs = signatures[SERVING_SIGNATURE].structured_outputs
+        if not isinstance(outputs, dict):
+            problems.append("serving_default must return a dict of named outputs")
+        else:
+            want = {
+                "probabilities": ("float32", 2),
+                "predicted_class": ("string", 1),
+                "classes": ("string", 2),
+            }
+            for out, (dtype, rank) in want.items():
+                if out not in outputs:
+                    problems.append(f"serving_default lacks output '{out}'")
+                    continue
+                got_dtype, dims = _spec(outputs[out])
+                if got_dtype != dtype or dims is None or len(dims) != rank:
+                    problems.append(f"serving_default output '{out}' must be {dtype} of rank {rank}; "
+                                    f"is {got_dtype} {dims}")
+                elif rank == 2 and dims[1] is not None and dims[1] != num_classes:
+                    problems.append(f"serving_default output '{out}' has {dims[1]} classes; "
+                                    f"the metadata lists {num_classes}")
+    if problems:
+        raise LoadError("SavedModel does not match the serving contract: " + "; ".join(problems),
+                        "INVALID_ARGUMENT")
+
+
+def signature_def_map_json(saved_model_dir: str) -> dict:
+    """The SignatureDefMap as TF Serving's REST metadata endpoint prints it."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for mg in sm.meta_graphs:
+        if "serve" in mg.meta_info_def.tags or len(sm.meta_graphs) == 1:
+            for k, v in mg.signature_def.items():
+                if not k.startswith("__"):
+                    sig_map.signature_def[k].CopyFrom(v)
+            break
+    return json_format.MessageToDict(sig_map, preserving_proto_field_name=True,
+                                     including_default_value_fields=True)
+
+
+class LoadedModel:
+    """A SavedModel version in memory. Thread-safe for concurrent `run` calls."""
+
+    def __init__(self, name: str, version: int, path: str):
+        self.name = name
+        self.version = version
+        self.path = path
+        self.metadata: dict = {}
+        self.kinds: dict[str, str] = {}
+        self.classes: list[str] = []
+        self.signatures: dict = {}
+        self.signature_names: list[str] = []
+        self.example_signatures: set[str] = set()
+        self.metadata_json: dict | None = None
+        self.warmup_source = ""
+        self.load_seconds = 0.0
+        self._obj: Any = None
+        self._tf = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def load(self) -> None:
+        """Loads, checks the contract and warms up; raises LoadError with a clear message."""
+        start = time.monotonic()
+        try:
+            self.metadata = read_metadata(self.path)
+        except MetadataError as e:
+            raise LoadError(str(e), "INVALID_ARGUMENT") from None
+        self.kinds = dict(self.metadata["raw_features"])
+        self.classes = [str(c) for c in self.metadata["classes"]]
+        tf = self._tf = _tf()
+        try:
+            self._obj = tf.saved_model.load(self.path, tags=["serve"])
+        except Exception as e:  # noqa: BLE001 - any failure means the version is refused
+            raise LoadError(f"could not load SavedModel: {_short_error(e)}", _error_code(e)) from None
+        self.signatures = dict(self._obj.signatures)
+        self.signature_names = sorted(self.signatures)
+        check_contract(self.signatures, len(self.classes))
+        self.example_signatures = {n for n, fn in self.signatures.items() if takes_examples(fn)}
+        try:
+            self.metadata_json = signature_def_map_json(self.path)
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"could not read signatures from saved_model.pb: {_short_error(e)}") from None
+        self.warmup()
+        self.load_seconds = time.monotonic() - start
+
+    def warmup(self) -> None:
+        """Runs TF Serving's warm-up requests if the version has them, else generated ones."""
+        path = warmup_path(self.path)
+        if os.path.exists(path):
+            try:
+                requests = read_warmup_requests(path)
+            except ValueError as e:
+                raise LoadError(f"warm-up failed: {e}", "INVALID_ARGUMENT") from None
+            self.warmup_source = f"{os.path.basename(path)} ({len(requests)} requests)"
+        else:
+            # Only serving_default, with every feature set: transform_features also parses
+            # the label (which serving examples lack), and a model may require features
+            # (then a request missing one is a 400, not a reason to refuse the version).
+            # Real TF Serving likewise only warms up what its warm-up file lists.
+            one = serialize_features(default_example_features(self.kinds), self.kinds)
+            requests = [(SERVING_SIGNATURE, {EXAMPLES_INPUT: [one]}),
+                        (SERVING_SIGNATURE, {EXAMPLES_INPUT: [one] * 64})]
+            self.warmup_source = f"generated from {os.path.basename(self.path)} metadata ({len(requests)} requests)"
+        for i, (sig, inputs) in enumerate(requests):
+            if sig not in self.signatures:
+                raise LoadError(f"warm-up request {i}: unknown signature '{sig}'", "INVALID_ARGUMENT")
+            try:
+                outputs = self.run(sig, inputs)
+            except Exception as e:  # noqa: BLE001
+                raise LoadError(f"warm-up request {i} ({sig}) failed: {_short_error(e)}", _error_code(e)) from None
+            if sig == SERVING_SIGNATURE:
+                self._check_outputs(outputs, i)
+
+    def _check_outputs(self, outputs: dict, i: int) -> None:
+        probs = outputs["probabilities"]
+        n = probs.shape[0]
+        if probs.ndim != 2 or probs.shape[1] != len(self.classes):
+            raise LoadError(f"warm-up request {i}: probabilities have shape {list(probs.shape)}, "
+                            f"expected [{n}, {len(self.classes)}]", "INVALID_ARGUMENT")
+        if n:
+            row = [c.decode("utf-8", "replace") for c in outputs["classes"][0]]
+            if row != self.classes:
+                raise LoadError(f"warm-up request {i}: the model's classes {row} differ from the "
+                                f"metadata's {self.classes}", "INVALID_ARGUMENT")
+
+    def unload(self, collect: bool = True) -> None:
+        self.signatures = {}
+        self._obj = None
+        if collect:
+            gc.collect()
+
+    # --- inference ------------------------------------------------------------------------
+    def run(self, signature_name: str, inputs: dict) -> dict:
+        """Calls a signature; returns {output name: numpy array}."""
+        fn = self.signatures[signature_name]
+        tf = self._tf
+        feed = {k: tf.constant(v) if not isinstance(v, tf.Tensor) else v for k, v in inputs.items()}
+        out = fn(**feed)
+        return {k: v.numpy() for k, v in out.items()}
+
+    def run_examples(self, signature_name: str, examples: list[bytes]) -> dict:
+        return self.run(signature_name, {EXAMPLES_INPUT: examples})
+
+
+class VersionHandle:
+    """Refcount around a LoadedModel: in-flight requests keep a retired version alive."""
+
+    def __init__(self, model: LoadedModel, on_idle):
+        self.model = model
+        self.version = model.version
+        self._refs = 0
+        self._retired = False
+        self._lock = threading.Lock()
+        self._on_idle = on_idle
+
+    def acquire(self) -> bool:
+        with self._lock:
+            if self._retired:
+                return False
+            self._refs += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            idle = self._retired and self._refs == 0
+        if idle:
+            self._on_idle(self)
+
+    def retire(self) -> bool:
+        """No new requests; returns True when none is in flight (unload now)."""
+        with self._lock:
+            self._retired = True
+            return self._refs == 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._refs

@@ -111,3 +111,36 @@ def export_saved_model(
     }
     with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), "w") as f:
         f.write(json.dumps(metadata, indent=2))
+
+
+def warmup_batches(tf_transform_output: tft.TFTransformOutput, serving_features: list[str]) -> list[list[bytes]]:
+    """Serialized raw tf.Examples for TF Serving warm-up: batch 1, batch 64, and one empty row.
+
+    Values are realistic without needing raw rows (the Trainer sees only transformed
+    data): string features cycle through their vocabulary's most frequent terms, numeric
+    features through a few small values; the empty example exercises imputation of
+    every feature.
+    """
+    kinds = feature_kinds(tf_transform_output, serving_features)
+    terms = {}
+    for name, kind in kinds.items():
+        if kind == "string":
+            try:
+                vocab = tf_transform_output.vocabulary_by_name(features.categorical_vocabulary(name))
+            except (ValueError, tf.errors.NotFoundError):
+                vocab = []
+            terms[name] = list(vocab[:64]) or [b""]
+
+    def example(i: int) -> bytes:
+        feats = {}
+        for name, kind in kinds.items():
+            if kind == "string":
+                feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[terms[name][i % len(terms[name])]]))
+            elif kind == "int":
+                feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 3]))
+            else:
+                feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(i % 5) / 2.0]))
+        return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+    return [[example(0)], [example(i) for i in range(64)], [tf.train.Example().SerializeToString()]]
+

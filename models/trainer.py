@@ -14,6 +14,7 @@ from tfx_bsl.public import tfxio
 from models import export, features
 from models.labels import hide_labels
 from models.scarf import ScarfConfig, TabularData, train_scarf_classifier
+from serving.warmup import write_warmup_requests
 
 SUMMARY_FILE = "training_summary.json"
 
@@ -65,6 +66,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     serving_features = sorted(k for k in tf_transform_output.raw_feature_spec() if k != label and k not in drop)
     export.export_saved_model(
         result.classifier, tf_transform_output, fn_args.serving_model_dir, label, serving_features,
+        model_name=custom.get("model_name", "scarfx"),
+    )
+    # TF Serving (and scarfx's server) replay these at load time, before serving traffic.
+    write_warmup_requests(
+        fn_args.serving_model_dir,
+        export.warmup_batches(tf_transform_output, serving_features),
         model_name=custom.get("model_name", "scarfx"),
     )
     summary = {

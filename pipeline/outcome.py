@@ -116,3 +116,64 @@ def read_evaluation(uri: str) -> tuple[dict[str, float], dict[str, float], list[
                 f"{failure.message or 'threshold not met'}"
             )
     return metrics, baseline, failures
+
+
+@dataclasses.dataclass
+class PushedVersion:
+    """What ML Metadata knows about one pushed version directory."""
+
+    version: int
+    run_id: str
+    pushed_at_ms: int
+    blessed: bool | None
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    model_uri: str | None
+
+
+def pushed_versions(metadata_path: str, serving_dir: str | None = None) -> dict[int, PushedVersion]:
+    """{version: PushedVersion} for every model the Pusher pushed (into `serving_dir`, if given).
+
+    Walks PushedModel artifacts (the Pusher's `pushed_version` / `pushed_destination`
+    properties) to the pipeline run that produced them, then reads that run's
+    blessing and evaluation.
+    """
+    import os
+
+    store = connect(metadata_path)
+    base = os.path.realpath(serving_dir) if serving_dir else None
+    found: dict[int, PushedVersion] = {}
+    for artifact in store.get_artifacts_by_type("PushedModel"):
+        if _custom(artifact, "pushed") != 1:
+            continue
+        destination, version = _custom(artifact, "pushed_destination"), _custom(artifact, "pushed_version")
+        try:
+            version = int(version)
+        except (TypeError, ValueError):
+            continue
+        if base and destination and os.path.realpath(os.path.dirname(destination.rstrip("/"))) != base:
+            continue
+        runs = [c for c in store.get_contexts_by_artifact(artifact.id) if c.type == "pipeline_run"]
+        if not runs:
+            continue
+        run = runs[0]
+        outputs = _outputs_by_node(store, run.id)
+        blessing = (outputs.get("Evaluator", {}).get("blessing") or [None])[-1]
+        evaluation = (outputs.get("Evaluator", {}).get("evaluation") or [None])[-1]
+        model = (outputs.get("Trainer", {}).get("model") or [None])[-1]
+        metrics, baseline = {}, {}
+        if evaluation is not None:
+            try:
+                metrics, baseline, _ = read_evaluation(evaluation.uri)
+            except Exception:  # noqa: BLE001 - an evaluation deleted from disk leaves the row without metrics
+                pass
+        found[version] = PushedVersion(
+            version=version,
+            run_id=run.name,
+            pushed_at_ms=artifact.create_time_since_epoch,
+            blessed=None if blessing is None else _custom(blessing, "blessed") == 1,
+            metrics=metrics,
+            baseline_metrics=baseline,
+            model_uri=model.uri if model else None,
+        )
+    return found

@@ -82,7 +82,10 @@ def create_pipeline(cfg: PipelineConfig, binary: bool) -> tfx.dsl.Pipeline:
         ),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    # infer_feature_shape=False: every raw feature is parsed as optional (VarLen), so a
+    # request that leaves a feature out is imputed exactly like an empty CSV cell, instead
+    # of failing to parse. Presence is still inferred and checked by ExampleValidator.
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )

@@ -127,9 +127,14 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `scarfx models list|promote VERSION|rollback|unpin`."""
     _common(parser)
     sub = parser.add_subparsers(dest="models_command", required=True)
-    p = sub.add_parser("list", help="versions on disk, which one is pinned, labels")
+    p = sub.add_parser("list", help="versions on disk, pinned, labels, and their run, blessing and eval metrics")
     _common(p, suppress_defaults=True)
     p.add_argument("--json", action="store_true", help="print JSON rows")
+    p.add_argument("--pipeline-root", default="tfx_root",
+                   help="pipeline root whose ML Metadata (metadata.sqlite) tells each version's run, blessing "
+                        "and eval metrics (default: ./tfx_root; skipped when absent)")
+    p.add_argument("--metadata-path", default=None, metavar="PATH",
+                   help="ML Metadata sqlite file (default: <pipeline-root>/metadata.sqlite)")
     for name, text in (
         ("promote", "pin VERSION and label it stable (TF Serving model config file)"),
         ("rollback", "pin the previous good version (no retraining)"),
@@ -154,14 +159,49 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
                             "absolute); set it to where TF Serving sees the directory, e.g. /models/scarfx")
 
 
+def _add_metadata(rows: list[dict], args) -> str | None:
+    """Adds run, blessing and eval metrics from ML Metadata to each row; returns a warning or None."""
+    path = args.metadata_path or os.path.join(args.pipeline_root, "metadata.sqlite")
+    if not os.path.exists(path):
+        if args.metadata_path:
+            return f"no ML Metadata at {path}; blessing and metrics not shown"
+        return None
+    try:
+        from pipeline.outcome import pushed_versions
+
+        known = pushed_versions(path, args.serving_dir)
+    except Exception as e:  # noqa: BLE001 - listing must still work with unreadable metadata
+        return f"cannot read ML Metadata at {path}: {e}"
+    for row in rows:
+        info = known.get(row["version"])
+        row["run_id"] = info.run_id if info else None
+        row["blessed"] = info.blessed if info else None
+        row["metrics"] = dict(info.metrics) if info else {}
+        row["baseline_metrics"] = dict(info.baseline_metrics) if info else {}
+    return None
+
+
+def _metric_text(metrics: dict) -> str:
+    names = (("sparse_categorical_accuracy", "acc"), ("auc/class_1", "auc"))
+    return " ".join(f"{short}={metrics[key]:.4f}" for key, short in names if key in metrics) or "-"
+
+
 def _print_rows(rows: list[dict]) -> None:
     if not rows:
         print("scarfx: no versions")
         return
-    print(f"{'VERSION':>12}  {'ON DISK':<10}  {'PINNED':<6}  {'LATEST':<6}  LABELS")
+    with_meta = any("blessed" in r for r in rows)
+    head = f"{'VERSION':>12}  {'ON DISK':<10}  {'PINNED':<6}  {'LATEST':<6}  "
+    if with_meta:
+        head += f"{'BLESSED':<7}  {'EVAL':<24}  "
+    print(head + "LABELS")
     for r in rows:
-        print(f"{r['version']:>12}  {r['on_disk']:<10}  {'yes' if r['pinned'] else '':<6}  "
-              f"{'yes' if r['latest'] else '':<6}  {','.join(r['labels'])}")
+        line = (f"{r['version']:>12}  {r['on_disk']:<10}  {'yes' if r['pinned'] else '':<6}  "
+                f"{'yes' if r['latest'] else '':<6}  ")
+        if with_meta:
+            blessed = {True: "yes", False: "no", None: "?"}[r.get("blessed")]
+            line += f"{blessed:<7}  {_metric_text(r.get('metrics') or {}):<24}  "
+        print(line + ",".join(r["labels"]))
     if rows[0].get("policy_error"):
         print(f"scarfx: warning: {rows[0]['policy_error']}")
 
@@ -180,6 +220,9 @@ def run_models(args) -> int:
     try:
         if args.models_command == "list":
             rows = promotion.list_versions(serving_dir, args.model_name, args.model_config_file)
+            warning = _add_metadata(rows, args)
+            if warning:
+                print(f"scarfx: warning: {warning}", file=sys.stderr)
             if args.json:
                 print(json.dumps(rows, indent=2))
             else:

@@ -10,7 +10,8 @@ pretrains on every training row, and every model fine-tunes/fits on the labelled
     .venv/bin/python -m benchmarks.quality --datasets penguins --seeds 1 --fractions 1.0
 
 Writes docs/quality_results.json (every cell, appended as it goes), docs/quality.png and
-a markdown table printed at the end (pasted into docs/BENCHMARKS.md).
+a markdown table printed at the end (pasted into docs/BENCHMARKS.md). `--resume` keeps the
+cells already in --out, so an interrupted run picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -242,16 +243,26 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--out", default="docs/quality_results.json")
     parser.add_argument("--plot", default="docs/quality.png")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the cells already in --out and run only the missing ones")
     parser.add_argument("--scarf", default="{}", help="JSON overrides of ScarfConfig, e.g. '{\"pretrain_epochs\": 50}'")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore")
     overrides = json.loads(args.scarf)
     cells = []
+    if args.resume and os.path.exists(args.out):
+        with open(args.out) as f:
+            cells = json.load(f)["cells"]
+    done = {(c["dataset"], c["fraction"], c["seed"]) for c in cells}
     for dataset in args.datasets:
+        if all((dataset, fr, s) in done for fr in args.fractions for s in range(args.seeds)):
+            continue
         df, label = load_dataset(dataset)
         for seed in range(args.seeds):
             for fraction in args.fractions:
+                if (dataset, fraction, seed) in done:
+                    continue
                 cell = run_cell(dataset, df, label, fraction, seed, args.models, overrides)
                 cells.append(cell)
                 print(json.dumps({k: cell[k] for k in ("dataset", "fraction", "seed")}

@@ -71,6 +71,15 @@ class ExportModule(tf.Module):
             "classes": tf.tile(self.class_names[tf.newaxis, :], tf.stack([batch, 1])),
         }
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.int64)])
+    def classify_transformed(self, numeric, categorical):
+        """The classifier alone, on transformed matrices: what models/attributions.py explains.
+
+        A saved tf.function, not a signature: the serving API does not change, but the
+        report can score masked feature matrices without re-running the Transform graph.
+        """
+        return self.classifier({"numeric": numeric, "categorical": categorical}, training=False)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(self, examples):
         raw = tf.io.parse_example(examples, self._full_spec)

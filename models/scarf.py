@@ -77,6 +77,7 @@ class TrainingResult:
     pretrain_history: dict[str, list[float]]  # per epoch: loss, val_loss (InfoNCE), train_seconds
     finetune_history: dict[str, list[float]]  # per epoch: loss, accuracy, val_loss, val_accuracy, train_seconds
     summary: dict  # JSON-serialisable counts, best epochs, timings
+    encoder: keras.Model | None = None  # f, shared with the classifier; saved for warm starts
 
 
 # --------------------------------------------------------------------------- corruption
@@ -517,10 +518,34 @@ class BestEpochStopping(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+class _EpochProgress(keras.callbacks.Callback):
+    """One line per epoch on the `scarfx.progress` logger, e.g. `pretrain epoch 3/20  loss 4.1 ... 2.1 s`.
+
+    The logger has no handler unless the CLI installs one (pipeline/logs.py), so
+    library users and tests see nothing; pipeline users see the Trainer move.
+    """
+
+    def __init__(self, stage: str, epochs: int):
+        super().__init__()
+        self.stage, self.epochs = stage, epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        import logging
+
+        logging.getLogger("scarfx.progress").info(
+            "%s epoch %d/%d  %s  %.1f s", self.stage, epoch + 1, self.epochs, metrics, time.perf_counter() - self._start
+        )
+
+
 def _callbacks(key, config: ScarfConfig, log_dir: str | None, stage: str, has_validation: bool):
     """(callbacks, timer, stopper or None)."""
     timer = _EpochTimer()
-    callbacks, stopper = [timer], None
+    epochs = config.pretrain_epochs if stage == "pretrain" else config.finetune_epochs
+    callbacks, stopper = [timer, _EpochProgress(stage, epochs)], None
     if has_validation:
         stopper = BestEpochStopping(key, config.patience)
         callbacks.append(stopper)
@@ -700,9 +725,14 @@ def train_scarf_classifier(
     num_classes: int,
     config: ScarfConfig = ScarfConfig(),
     log_dir: str | None = None,
+    initial_encoder_weights: str | None = None,
 ) -> TrainingResult:
     """Pretrains f on all rows (unless config.pretrain is False), then fine-tunes f + a
-    softmax classifier on the labelled rows. TensorBoard logs go to log_dir/{pretrain,finetune}."""
+    softmax classifier on the labelled rows. TensorBoard logs go to log_dir/{pretrain,finetune}.
+
+    `initial_encoder_weights`: an `encoder.weights.h5` of an earlier model with the same
+    layout and encoder shape (warm start); pretraining resumes from it instead of
+    from random weights. A shape mismatch raises ValueError."""
     check_inputs(data, layout, num_classes)
     data = TabularData(
         np.asarray(data.numeric, np.float32), np.asarray(data.categorical, np.int64), np.asarray(data.labels, np.int64)
@@ -712,8 +742,11 @@ def train_scarf_classifier(
     # differ only by the pretraining.
     keras.utils.set_random_seed(config.seed)
     encoder = build_encoder(layout, config)
+    if initial_encoder_weights:
+        encoder.load_weights(initial_encoder_weights)
     classifier = build_classifier(encoder, num_classes)
-    summary = {"pretrained": config.pretrain, "rows": len(data), "num_features": layout.num_features}
+    summary = {"pretrained": config.pretrain, "rows": len(data), "num_features": layout.num_features,
+               "warm_started": bool(initial_encoder_weights)}
     pretrain_history = {}
     if config.pretrain:
         pretrain_history, stage = pretrain(encoder, data, layout, config, log_dir)
@@ -723,4 +756,4 @@ def train_scarf_classifier(
     finetune_history, stage = fine_tune(classifier, data, num_classes, config, log_dir)
     summary.update(stage)
     summary["unlabelled_rows"] = int((data.labels < 0).sum())
-    return TrainingResult(classifier, pretrain_history, finetune_history, summary)
+    return TrainingResult(classifier, pretrain_history, finetune_history, summary, encoder)

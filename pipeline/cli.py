@@ -9,9 +9,15 @@ from pipeline import logs
 from pipeline.configs import ConfigError, PipelineConfig, config_from_dict, load_config
 
 
-def _run_parser(sub) -> None:
-    p = sub.add_parser("run", help="validate, transform, train (SCARF), gate and push a model from a CSV")
-    p.add_argument("--data", help="CSV file or directory of CSVs (default: the taxi CSV bundled with tfx)")
+def _run_parser(sub, name="run", help="validate, transform, train (SCARF), gate and push a model from a CSV") -> None:
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--data", help="CSV file, directory of CSVs, or directory of span-N/ subdirectories "
+                                  "(default: the taxi CSV bundled with tfx)")
+    p.add_argument("--span-policy", choices=("latest", "window"),
+                   help="span directories: train on the newest span, or on a window of the newest --span-window")
+    p.add_argument("--span-window", type=int, metavar="N", help="spans in the window (span_policy window)")
+    p.add_argument("--warm-start", action="store_true", default=None,
+                   help="start SCARF pretraining from the latest blessed model's encoder")
     p.add_argument("--label", help="label column (categorical: binary or multi-class)")
     p.add_argument("--drop", action="append", default=None, metavar="COLUMN", help="column to ignore (repeatable)")
     p.add_argument("--config", help="YAML/JSON file with pipeline settings (see pipeline/configs.py)")
@@ -21,6 +27,11 @@ def _run_parser(sub) -> None:
     p.add_argument("--label-fraction", type=float, metavar="F",
                    help="experiment: keep labels of only a stratified share F of training rows")
     p.add_argument("--seed", type=int, help="seed for SCARF and for --label-fraction")
+    p.add_argument("--runner", choices=("local", "beam"),
+                   help="orchestrator: LocalDagRunner (default) or BeamDagRunner; beam also switches the data "
+                        "components to Beam's multi_processing DirectRunner unless the config sets beam_args")
+    p.add_argument("--direct-workers", type=int, metavar="N",
+                   help="DirectRunner worker processes for --runner beam (default: one per CPU core)")
     p.add_argument("--verbose", action="store_true", help="show TFX, Beam and TensorFlow logs")
 
 
@@ -37,6 +48,16 @@ def config_from_args(args) -> PipelineConfig:
         overrides["pipeline_root"] = args.pipeline_root
     if args.serving_dir:
         overrides["serving_dir"] = args.serving_dir
+    if getattr(args, "runner", None):
+        overrides["runner"] = args.runner
+    if getattr(args, "span_policy", None):
+        overrides["span_policy"] = args.span_policy
+    if getattr(args, "span_window", None) is not None:
+        overrides["span_window"] = args.span_window
+    if getattr(args, "warm_start", None):
+        overrides["warm_start"] = True
+    if getattr(args, "direct_workers", None) is not None:
+        overrides["direct_num_workers"] = args.direct_workers
     cfg = config_from_dict(overrides, cfg)
     if args.label_fraction is not None:
         cfg.label_fraction = args.label_fraction
@@ -103,6 +124,100 @@ def cmd_run(args) -> int:
     if outcome.pushed_to:
         print(f"scarfx: pushed to {outcome.pushed_to}")
     print(f"scarfx: model {outcome.model_uri}")
+    if outcome.report_path:
+        print(f"scarfx: report {outcome.report_path}")
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    """`scarfx run` with an account of what retraining did: span, cache hits, gate vs baseline, push."""
+    cfg = config_from_args(args)
+    from pipeline.retrain import latest_run_record, refusal_reason
+    from pipeline.runner import run_pipeline
+
+    summary, outcome, elapsed = run_pipeline(cfg)
+    cfg = cfg.resolved()
+    record = latest_run_record(cfg.metadata_path)
+    print(f"scarfx: retrain run {record.run_id} finished in {elapsed:.0f}s")
+    if record.span is not None:
+        window = f" (training window: last {cfg.span_window} spans ingested)" if cfg.span_policy == "window" else ""
+        print(f"scarfx: data span {record.span}, {summary.rows} rows{window}")
+    else:
+        print(f"scarfx: data {summary.rows} rows (not a span directory)")
+    print(f"scarfx: cache hits {len(record.cached)}/{len(record.states)} components"
+          + (f": {', '.join(record.cached)}" if record.cached else ""))
+    if record.executed:
+        print(f"scarfx: ran {', '.join(record.executed)}")
+    if outcome.metrics:
+        print(f"scarfx: new model {_format_metrics(outcome.metrics)}")
+    if outcome.baseline_metrics:
+        print(f"scarfx: blessed baseline {_format_metrics(outcome.baseline_metrics)}")
+    else:
+        print("scarfx: no blessed baseline in this evaluation: only the absolute floors applied")
+    if outcome.blessed and record.states.get("Pusher") == "CACHED":
+        print(f"scarfx: verdict BLESSED (unchanged model: version {record.pushed_version} was pushed by an earlier run)")
+    elif outcome.blessed and record.pushed_version is not None:
+        print(f"scarfx: verdict BLESSED; pushed version {record.pushed_version} to {outcome.pushed_to}")
+    elif outcome.blessed:
+        print("scarfx: verdict BLESSED (model reused from cache: nothing new to push)")
+    else:
+        print(f"scarfx: verdict NOT BLESSED; not pushed: {refusal_reason(outcome)}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    """Prints the span(s) and pipeline run(s) behind the model version now served."""
+    cfg = load_config(args.config) if args.config else PipelineConfig()
+    overrides = {}
+    if args.serving_dir:
+        overrides["serving_dir"] = args.serving_dir
+    if args.pipeline_root:
+        overrides["pipeline_root"] = args.pipeline_root
+    cfg = config_from_dict(overrides, cfg)
+    from pipeline.configs import absolute_path_or_uri
+    from pipeline.lineage import LineageError, format_lineage, model_lineage, served_version
+
+    serving_dir = absolute_path_or_uri(cfg.serving_dir)
+    pipeline_root = absolute_path_or_uri(cfg.pipeline_root)
+    import os
+
+    metadata_path = os.path.abspath(cfg.metadata_path or os.path.join(pipeline_root, "metadata.sqlite"))
+    try:
+        version = args.version if args.version is not None else served_version(serving_dir, cfg.pipeline_name)
+        lineage = model_lineage(metadata_path, serving_dir, version)
+    except LineageError as e:
+        raise ConfigError(str(e)) from e
+    for line in format_lineage(lineage):
+        print(f"scarfx: {line}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Prints (and with --open, opens) the HTML report of a pipeline run, the latest by default."""
+    import os
+
+    cfg = load_config(args.config) if args.config else PipelineConfig()
+    if args.pipeline_root:
+        cfg = config_from_dict({"pipeline_root": args.pipeline_root}, cfg)
+    from pipeline.configs import absolute_path_or_uri
+    from pipeline.outcome import run_report_path
+
+    metadata_path = cfg.metadata_path or os.path.join(absolute_path_or_uri(cfg.pipeline_root), "metadata.sqlite")
+    if not os.path.exists(metadata_path):
+        raise ConfigError(f"no pipeline metadata at {metadata_path}; run `scarfx run` first or pass --pipeline-root")
+    try:
+        run_id, path = run_report_path(metadata_path, args.run)
+    except LookupError as e:
+        raise ConfigError(str(e)) from e
+    if not os.path.exists(path):
+        raise ConfigError(f"the report of run {run_id} is recorded at {path}, but the file is gone")
+    print(path)
+    if args.open:
+        import pathlib
+        import webbrowser
+
+        if not webbrowser.open(pathlib.Path(path).resolve().as_uri()):
+            raise ConfigError(f"no web browser available to open {path}")
     return 0
 
 
@@ -110,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scarfx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    _run_parser(
+        sub, "retrain",
+        "run the pipeline on the newest data span with caching; push only if the gate beats the blessed model",
+    )
+    lineage = sub.add_parser("lineage", help="which data span and pipeline run produced the model now serving")
+    lineage.add_argument("--serving-dir", help="TF Serving base directory (default: ./serving_model)")
+    lineage.add_argument("--pipeline-root", help="pipeline root holding metadata.sqlite (default: ./tfx_root)")
+    lineage.add_argument("--config", help="YAML/JSON pipeline settings (for serving_dir, pipeline_root, metadata_path)")
+    lineage.add_argument("--version", type=int, help="a version other than the one now served")
+    report = sub.add_parser("report", help="print (or --open) the HTML report of a pipeline run")
+    report.add_argument("run", nargs="?", help="pipeline run id (default: the latest run with a report)")
+    report.add_argument("--pipeline-root", help="pipeline root holding metadata.sqlite (default: ./tfx_root)")
+    report.add_argument("--config", help="YAML/JSON pipeline settings (for pipeline_root, metadata_path)")
+    report.add_argument("--open", action="store_true", help="open the report in the default web browser")
     from serving import cli as serving_cli  # TensorFlow-free until a command needs it
 
     serving_cli.add_serve_arguments(
@@ -117,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serving_cli.add_models_arguments(
         sub.add_parser("models", help="list, promote or roll back served model versions")
+    )
+    from kubeflow import cli as kubeflow_cli  # TensorFlow-free until compile needs it
+
+    kubeflow_cli.add_arguments(
+        sub.add_parser("kubeflow", help="compile for Kubeflow Pipelines v2 / Vertex AI, submit, schedule")
     )
     return parser
 
@@ -128,10 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "retrain":
+            return cmd_retrain(args)
+        if args.command == "lineage":
+            return cmd_lineage(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command in ("serve", "models"):
             from serving import cli as serving_cli
 
             return serving_cli.run_serve(args) if args.command == "serve" else serving_cli.run_models(args)
+        if args.command == "kubeflow":
+            from kubeflow import cli as kubeflow_cli
+
+            return kubeflow_cli.run(args)
     except ConfigError as e:
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 2

@@ -53,7 +53,14 @@ class TransformSettings:
 
 @dataclasses.dataclass
 class PipelineConfig:
-    data: str = ""  # CSV file or directory of CSV files; "" = the bundled taxi CSV
+    data: str = ""  # CSV file, directory of CSV files, or of span-N/ dirs (pipeline/spans.py); "" = the bundled taxi CSV
+    # Span directories only: "latest" trains on the newest span, "window" on the newest
+    # `span_window` spans ingested so far (see pipeline/spans.py).
+    span_policy: str = "latest"
+    span_window: int = 3
+    # Start SCARF pretraining from the encoder of the latest blessed model (same
+    # transformed feature layout only; otherwise the Trainer logs why and starts fresh).
+    warm_start: bool = False
     label: str = ""  # "" = big_tipper when data is the bundled taxi CSV
     drop_columns: list[str] = dataclasses.field(default_factory=list)
     pipeline_name: str = PIPELINE_NAME
@@ -67,9 +74,14 @@ class PipelineConfig:
     # Label-scarce experiments: keep the labels of only this stratified share of the
     # training rows (the rest pretrain only). Eval rows keep their labels.
     label_fraction: float = 1.0
-    beam_args: list[str] = dataclasses.field(
-        default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-    )
+    # Orchestrator: "local" (LocalDagRunner) or "beam" (BeamDagRunner).
+    runner: str = "local"
+    # Beam args of the data components; [] = derived from `runner` by
+    # pipeline.beam_args.for_runner (in-memory for local, multi_processing for beam).
+    # Flink/Spark/Dataflow sets: see pipeline/beam_args.py and docs/ORCHESTRATION.md.
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+    # DirectRunner workers when runner is "beam" and beam_args is []; 0 = one per CPU core.
+    direct_num_workers: int = 0
     scarf: ScarfConfig = dataclasses.field(default_factory=ScarfConfig)
     gate: GateSettings = dataclasses.field(default_factory=GateSettings)
     transform: TransformSettings = dataclasses.field(default_factory=TransformSettings)
@@ -85,9 +97,13 @@ class PipelineConfig:
                 cfg.drop_columns = list(TAXI_LEAKY_COLUMNS)
         if not cfg.label:
             raise ConfigError("no label column given (use --label COLUMN)")
-        cfg.data = os.path.abspath(os.path.expanduser(cfg.data))
-        cfg.pipeline_root = os.path.abspath(os.path.expanduser(cfg.pipeline_root))
-        cfg.serving_dir = os.path.abspath(os.path.expanduser(cfg.serving_dir))
+        cfg.data = absolute_path_or_uri(cfg.data)
+        cfg.pipeline_root = absolute_path_or_uri(cfg.pipeline_root)
+        cfg.serving_dir = absolute_path_or_uri(cfg.serving_dir)
+        if "://" in cfg.pipeline_root and not cfg.metadata_path:
+            raise ConfigError(
+                f"pipeline_root {cfg.pipeline_root} is a URI: set metadata_path to a local sqlite file"
+            )
         cfg.metadata_path = os.path.abspath(
             os.path.expanduser(cfg.metadata_path or os.path.join(cfg.pipeline_root, "metadata.sqlite"))
         )
@@ -108,10 +124,32 @@ class PipelineConfig:
             raise ConfigError(f"label_fraction must lie in (0, 1], got {cfg.label_fraction}")
         if cfg.train_buckets < 1 or cfg.eval_buckets < 1:
             raise ConfigError("train_buckets and eval_buckets must be >= 1")
+        if cfg.span_policy not in ("latest", "window"):
+            raise ConfigError(f"span_policy must be latest or window, got {cfg.span_policy!r}")
+        if cfg.span_window < 1:
+            raise ConfigError(f"span_window must be >= 1, got {cfg.span_window}")
+        if cfg.runner not in RUNNERS:
+            raise ConfigError(f"runner must be one of {', '.join(RUNNERS)}, got {cfg.runner!r}")
+        if cfg.direct_num_workers < 0:
+            raise ConfigError(f"direct_num_workers must be >= 0, got {cfg.direct_num_workers}")
+        if not cfg.beam_args:
+            from pipeline.beam_args import for_runner
+
+            cfg.beam_args = for_runner(cfg.runner, cfg.direct_num_workers)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+RUNNERS = ("local", "beam")
+
+
+def absolute_path_or_uri(path: str) -> str:
+    """Local paths become absolute; URIs (gs://, s3://...) are kept as they are."""
+    if "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 class ConfigError(ValueError):

@@ -13,6 +13,14 @@ import pandas as pd
 
 from pipeline.configs import ConfigError
 
+# tfx_bsl's CSV decoder (CsvExampleGen) reads with Python's csv module, whose default field
+# limit is 131072 characters: a longer cell fails deep inside Beam, so it is refused here.
+MAX_CELL_CHARS = csv.field_size_limit()
+# A column is "numeric" when at least this share of its non-empty cells parse as numbers;
+# a few text cells in such a column are a type flip (a bad export), not a categorical.
+NUMERIC_SHARE = 0.9
+_NON_FINITE = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+
 
 class InputDataError(ConfigError):
     """The data the user pointed at cannot produce a model."""
@@ -41,9 +49,17 @@ def csv_files(path: str) -> list[str]:
     if not os.path.exists(path):
         raise InputDataError(f"data path does not exist: {path}")
     if os.path.isdir(path):
+        from pipeline import spans
+
+        if spans.is_span_directory(path):
+            # ExampleGen ingests only the newest span this run; older spans were
+            # checked by the run that ingested them.
+            return list(spans.select_spans(path, "latest", 1).files)
         files = sorted(glob.glob(os.path.join(path, "*.csv")))
         if not files:
-            raise InputDataError(f"data directory has no *.csv files: {path}")
+            raise InputDataError(
+                f"data directory has no *.csv files and no {spans.SPAN_DIR_PREFIX}N/ span directories: {path}"
+            )
         return files
     return [path]
 
@@ -100,6 +116,7 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
         raise InputDataError(f"label column {label!r} is empty in every row")
     if len(counts) == 1:
         raise InputDataError(f"label column {label!r} has only one class ({next(iter(counts))!r}); need at least 2")
+    _check_feature_values(files, [c for c in header if c != label and c not in drop_columns])
     classes = tuple(sorted(counts, key=lambda c: (-counts[c], c)))
     return InputSummary(
         files=tuple(files),
@@ -109,3 +126,69 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
         classes=classes,
         class_counts=tuple(counts[c] for c in classes),
     )
+
+
+@dataclasses.dataclass
+class _ColumnTally:
+    numeric: int = 0
+    text: int = 0
+    text_example: str = ""
+    non_finite: int = 0
+    non_finite_example: str = ""
+    numeric_files: set = dataclasses.field(default_factory=set)  # files where every value is a number
+    text_files: set = dataclasses.field(default_factory=set)  # files where no value is a number
+
+
+def _check_feature_values(files: list[str], features: list[str]) -> None:
+    """Refuses cell values that TFX would accept but that silently corrupt training, or crash it late.
+
+    - NaN/inf spelled out in a numeric column: CsvExampleGen keeps them as floats and they poison
+      Transform's statistics and the loss; missing values must be empty cells.
+    - A type flip (a numeric column with some text cells, or numeric in one file and text in
+      another): CsvExampleGen would silently turn the whole column into a categorical.
+    - A cell over MAX_CELL_CHARS: CsvExampleGen's csv reader fails on it after minutes of work.
+    """
+    tallies = {c: _ColumnTally() for c in features}
+    for f in files:
+        per_file = {c: [0, 0] for c in features}  # numeric, text
+        for chunk in pd.read_csv(f, usecols=features, dtype=str, keep_default_na=False, chunksize=200_000,
+                                 encoding="utf-8"):
+            for column in features:
+                values = chunk[column].str.strip()
+                values = values[values != ""]
+                if values.empty:
+                    continue
+                too_long = values.str.len() > MAX_CELL_CHARS
+                if too_long.any():
+                    n = int(values[too_long].str.len().max())
+                    raise InputDataError(f"column {column!r} has a {n}-character value in {f}; "
+                                         f"CSV cells are limited to {MAX_CELL_CHARS} characters")
+                t = tallies[column]
+                non_finite = values.str.lower().isin(_NON_FINITE)
+                if non_finite.any():
+                    t.non_finite += int(non_finite.sum())
+                    t.non_finite_example = t.non_finite_example or str(values[non_finite].iloc[0])
+                is_number = pd.to_numeric(values, errors="coerce").notna() | non_finite
+                numeric, text = int(is_number.sum()), int((~is_number).sum())
+                t.numeric += numeric
+                t.text += text
+                if text and not t.text_example:
+                    t.text_example = str(values[~is_number].iloc[0])
+                per_file[column][0] += numeric
+                per_file[column][1] += text
+        for column, (numeric, text) in per_file.items():
+            if numeric and not text:
+                tallies[column].numeric_files.add(f)
+            elif text and not numeric:
+                tallies[column].text_files.add(f)
+    for column, t in tallies.items():
+        if t.non_finite and not t.text:
+            raise InputDataError(f"numeric column {column!r} has {t.non_finite} non-finite values "
+                                 f"(e.g. {t.non_finite_example!r}); write missing values as empty cells")
+        if t.numeric_files and t.text_files:
+            raise InputDataError(f"column {column!r} changed type: numbers in {sorted(t.numeric_files)[0]}, "
+                                 f"text in {sorted(t.text_files)[0]}")
+        total = t.numeric + t.text
+        if t.text and t.numeric >= NUMERIC_SHARE * total:
+            raise InputDataError(f"column {column!r} is numeric in {t.numeric} of {total} rows but has "
+                                 f"{t.text} text values (e.g. {t.text_example[:40]!r}); fix or blank them")

@@ -5,11 +5,14 @@ import logging
 import os
 import warnings
 
+from pipeline import progress
+
 
 def configure(verbose: bool) -> None:
     if verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         logging.basicConfig(level=logging.INFO)
+        progress.install()
         return
     # 3: even the harmless CUDA-plugin "errors" TF prints on CPU-only machines.
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -23,3 +26,5 @@ def configure(verbose: bool) -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
         pass
+    # Progress lines (components, epochs) are shown whatever the level of the rest.
+    progress.install()

@@ -18,6 +18,7 @@ class RunOutcome:
     model_uri: str | None
     evaluation_uri: str | None
     model_run_uri: str | None
+    report_path: str | None = None  # RunReport's report.html; None when the report did not run
 
 
 def connect(metadata_path: str) -> metadata_store.MetadataStore:
@@ -66,6 +67,7 @@ def latest_run_outcome(metadata_path: str) -> RunOutcome:
     pushed = (outputs.get("Pusher", {}).get("pushed_model") or [None])[-1]
     model = (outputs.get("Trainer", {}).get("model") or [None])[-1]
     model_run = (outputs.get("Trainer", {}).get("model_run") or [None])[-1]
+    report = (outputs.get("RunReport", {}).get("report") or [None])[-1]
 
     metrics, baseline, failures = {}, {}, []
     if evaluation is not None:
@@ -83,7 +85,36 @@ def latest_run_outcome(metadata_path: str) -> RunOutcome:
         model_uri=model.uri if model else None,
         evaluation_uri=evaluation.uri if evaluation else None,
         model_run_uri=model_run.uri if model_run else None,
+        report_path=report_file(report.uri) if report else None,
     )
+
+
+def run_report_path(metadata_path: str, run_id: str | None = None) -> tuple[str, str]:
+    """(run id, report.html path) of pipeline run `run_id`, or of the latest run that wrote a report.
+
+    Raises LookupError with a reader-facing reason when there is no such run or report.
+    """
+    store = connect(metadata_path)
+    runs = sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: (c.create_time_since_epoch, c.id),
+                  reverse=True)
+    if run_id is not None:
+        runs = [c for c in runs if c.name == run_id]
+        if not runs:
+            raise LookupError(f"no pipeline run {run_id!r} recorded in {metadata_path}")
+    for run in runs:
+        report = (_outputs_by_node(store, run.id).get("RunReport", {}).get("report") or [None])[-1]
+        if report is not None:
+            return run.name, report_file(report.uri)
+    raise LookupError(
+        f"pipeline run {run_id!r} wrote no report" if run_id else f"no pipeline run with a report in {metadata_path}"
+    )
+
+
+def report_file(report_uri: str) -> str:
+    """report.html inside a Report artifact dir (components/report.py writes it; no TFX import here)."""
+    import os
+
+    return os.path.join(report_uri, "report.html")
 
 
 def _metric_name(key) -> str:

@@ -8,6 +8,8 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.anomalies_gate import AnomaliesGate
+from components.baseline_strategy import baseline_resolver
+from components.report import RunReport
 from models import features
 from pipeline.configs import PipelineConfig
 
@@ -67,11 +69,29 @@ def eval_config(cfg: PipelineConfig, binary: bool) -> tfma.EvalConfig:
     )
 
 
-def create_pipeline(cfg: PipelineConfig, binary: bool) -> tfx.dsl.Pipeline:
-    input_base, input_config = csv_input(cfg.data)
+def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False) -> tfx.dsl.Pipeline:
+    """The scarfx DAG.
+
+    `kubeflow_v2`: KubeflowV2DagRunner compiles only TFX's LatestBlessedModelStrategy and
+    LatestArtifactStrategy resolvers, so the Evaluator's baseline uses the stock strategy
+    there (an unchanged re-run after a blessing re-evaluates the model against itself),
+    and the span window, which needs SpanRangeStrategy, is refused.
+    """
+    from pipeline import spans
+    from pipeline.configs import ConfigError
+
+    if kubeflow_v2 and cfg.span_policy == "window" and spans.is_span_directory(cfg.data):
+        raise ConfigError("span_policy window is not supported on Kubeflow: KFP v2 cannot compile SpanRangeStrategy")
+
+    range_config = None
+    if spans.is_span_directory(cfg.data):
+        input_base, (input_config, range_config) = cfg.data, spans.example_gen_inputs()
+    else:
+        input_base, input_config = csv_input(cfg.data)
     example_gen = tfx.components.CsvExampleGen(
         input_base=input_base,
         input_config=input_config,
+        range_config=range_config,
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
                 splits=[
@@ -91,8 +111,22 @@ def create_pipeline(cfg: PipelineConfig, binary: bool) -> tfx.dsl.Pipeline:
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
+    training_examples = example_gen.outputs["examples"]
+    span_window = None
+    if range_config is not None and cfg.span_policy == "window":
+        # Every Examples artifact this pipeline's ExampleGen ever wrote, across runs;
+        # the strategy keeps the newest `span_window` spans.
+        span_window = spans.span_window_resolver(
+            tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id, output_key="examples"
+            ),
+            cfg.span_window,
+        )
+        span_window.add_upstream_node(example_gen)
+        training_examples = span_window.outputs["examples"]
+
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={
@@ -103,8 +137,19 @@ def create_pipeline(cfg: PipelineConfig, binary: bool) -> tfx.dsl.Pipeline:
     )
     transform.add_upstream_node(anomalies_gate)
 
+    warm_start_resolver = None
+    if cfg.warm_start:
+        # A second resolver: the Trainer runs before the Evaluator's baseline resolver
+        # would be needed, and TFX does not share one resolver between both.
+        warm_start_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("warm_start_model_resolver")
+
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
+        base_model=warm_start_resolver.outputs["model"] if warm_start_resolver else None,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
@@ -119,17 +164,35 @@ def create_pipeline(cfg: PipelineConfig, binary: bool) -> tfx.dsl.Pipeline:
         },
     )
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    # Baseline = latest blessed model other than this run's candidate, so an unchanged
+    # re-run stays a cache hit instead of evaluating (and re-pushing) a model against itself.
+    if kubeflow_v2:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+    else:
+        model_resolver = baseline_resolver(trainer.outputs["model"])
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(cfg, binary),
+    )
+
+    # After the Evaluator, outside the Cond: a refused model needs explaining most.
+    run_report = RunReport(
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        model_run=trainer.outputs["model_run"],
+        model=trainer.outputs["model"],
+        transform_graph=transform.outputs["transform_graph"],
+        examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        title=f"{cfg.pipeline_name} run report",
     )
 
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
@@ -144,8 +207,10 @@ def create_pipeline(cfg: PipelineConfig, binary: bool) -> tfx.dsl.Pipeline:
         pipeline_name=cfg.pipeline_name,
         pipeline_root=cfg.pipeline_root,
         components=[
-            example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-            transform, trainer, model_resolver, evaluator, pusher,
+            c for c in (
+                example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, span_window,
+                transform, warm_start_resolver, trainer, model_resolver, evaluator, run_report, pusher,
+            ) if c is not None
         ],
         enable_cache=cfg.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path),

@@ -1,0 +1,124 @@
+"""The run report: written by the pipeline, found by `scarfx report`, and rendered by a real browser."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import run_cli
+
+# Injected at the top of the page under test: counts script errors and console.error
+# calls, then, once everything has loaded, writes what the page shows into #probe.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+const __consoleError = console.error;
+console.error = (...a) => { window.__errors.push(a.join(' ')); __consoleError(...a); };
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({
+    errors: window.__errors,
+    images: imgs.length,
+    broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
+    external: [...document.querySelectorAll('[src],link[href]')].map(e => e.src || e.href)
+      .filter(u => !u.startsWith('data:')),
+    headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
+  });
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed with apt-get when missing (the test needs a real browser)."""
+    path = shutil.which("chromium")
+    if path is None:
+        install = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=900)
+        path = shutil.which("chromium")
+        if install.returncode != 0 or path is None:
+            pytest.fail(f"chromium is missing and `apt-get install -y chromium` failed:\n{install.stderr[-2000:]}")
+    return path
+
+
+def _chromium(binary, *args, timeout=180):
+    return subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+         "--virtual-time-budget=10000", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_report_command_rejects_a_root_without_runs(tmp_path):
+    code, output = run_cli(["report", "--pipeline-root", str(tmp_path)])
+    assert code == 2
+    assert output.strip() == f"scarfx: error: no pipeline metadata at {tmp_path}/metadata.sqlite; " \
+                             "run `scarfx run` first or pass --pipeline-root"
+
+
+@pytest.mark.e2e
+def test_report_renders_in_headless_chromium(pipeline_run, chromium, tmp_path):
+    assert pipeline_run.exit_code == 0, pipeline_run.output
+    printed = [line for line in pipeline_run.output.splitlines() if line.startswith("scarfx: report ")]
+    assert printed, pipeline_run.output
+    path = printed[-1].split(" ", 2)[2]
+    code, output = run_cli(["report", "--pipeline-root", pipeline_run.pipeline_root])
+    assert code == 0 and output.strip() == path
+    run_id = next(line for line in pipeline_run.output.splitlines() if line.startswith("scarfx: run ")).split()[2]
+    code, output = run_cli(["report", run_id, "--pipeline-root", pipeline_run.pipeline_root])
+    assert code == 0 and output.strip() == path
+    code, output = run_cli(["report", "no-such-run", "--pipeline-root", pipeline_run.pipeline_root])
+    assert code == 2 and output.startswith("scarfx: error: no pipeline run 'no-such-run' recorded in ")
+
+    page = open(path, encoding="utf-8").read()
+    for section in ("Gate verdict", "Evaluation against the baseline", "Thresholds", "What drives the predictions",
+                    "Example explanations", "Training", "Data", "Drift"):
+        assert section in page
+    probed = tmp_path / "report.html"
+    probed.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+
+    dom = _chromium(chromium, "--dump-dom", probed.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    probe = json.loads(dom.stdout.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0].replace("&quot;", '"')
+                       .replace("&amp;", "&"))
+    assert probe["errors"] == []
+    assert probe["external"] == []  # self-contained: nothing fetched from the network
+    assert probe["images"] >= 2 and probe["broken"] == 0  # attribution chart + training curves
+    assert probe["headings"][:3] == ["Evaluation against the baseline", "What drives the predictions", "Training"]
+
+    screenshot = tmp_path / "report.png"
+    shot = _chromium(chromium, f"--screenshot={screenshot}", "--window-size=1280,4000", "--enable-logging=stderr",
+                     "--v=0", probed.as_uri())
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert "Uncaught" not in shot.stderr
+    assert os.path.getsize(screenshot) > 50_000  # a rendered page, not a blank one
+
+
+def _stats(fare_mean, cash_share):
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    stats = statistics_pb2.DatasetFeatureStatistics(num_examples=100)
+    fare = stats.features.add()
+    fare.path.step.append("fare")
+    fare.num_stats.mean, fare.num_stats.std_dev = fare_mean, 2.0
+    payment = stats.features.add()
+    payment.path.step.append("payment_type")
+    payment.string_stats.unique = 2
+    payment.string_stats.top_values.add(value="Cash", frequency=100 * cash_share)
+    payment.string_stats.top_values.add(value="Credit Card", frequency=100 * (1 - cash_share))
+    return stats
+
+
+def test_drift_measures_shift_against_previous_statistics():
+    from components import report
+
+    rows = {r["feature"]: r for r in report.drift(_stats(13.0, 0.7), _stats(10.0, 0.5))}
+    assert rows["fare"]["value"] == pytest.approx(1.5)  # (13 - 10) / previous std 2
+    assert rows["payment_type"]["value"] == pytest.approx(0.2)  # Cash share 0.5 -> 0.7
+    page = report.render_html(title="t", blessed=False, failures=["AUC: below 0.5"], slices=[], thresholds=[],
+                              drift_rows=list(rows.values()))
+    assert "NOT BLESSED" in page and "AUC: below 0.5" in page
+    assert page.index(">fare<") < page.index(">payment_type<")  # largest drift first

@@ -165,26 +165,33 @@ def cmd_retrain(args) -> int:
     return 0
 
 
-def cmd_lineage(args) -> int:
-    """Prints the span(s) and pipeline run(s) behind the model version now served."""
-    cfg = load_config(args.config) if args.config else PipelineConfig()
-    overrides = {}
-    if args.serving_dir:
-        overrides["serving_dir"] = args.serving_dir
-    if args.pipeline_root:
-        overrides["pipeline_root"] = args.pipeline_root
-    cfg = config_from_dict(overrides, cfg)
-    from pipeline.configs import absolute_path_or_uri
-    from pipeline.lineage import LineageError, format_lineage, model_lineage, served_version
-
-    serving_dir = absolute_path_or_uri(cfg.serving_dir)
-    pipeline_root = absolute_path_or_uri(cfg.pipeline_root)
+def _store_config(args) -> PipelineConfig:
+    """Config for commands that read a finished run: --config, then --pipeline-root / --serving-dir."""
     import os
 
-    metadata_path = os.path.abspath(cfg.metadata_path or os.path.join(pipeline_root, "metadata.sqlite"))
+    from pipeline.configs import absolute_path_or_uri
+
+    cfg = load_config(args.config) if args.config else PipelineConfig()
+    overrides = {}
+    if getattr(args, "serving_dir", None):
+        overrides["serving_dir"] = args.serving_dir
+    if getattr(args, "pipeline_root", None):
+        overrides["pipeline_root"] = args.pipeline_root
+    cfg = config_from_dict(overrides, cfg)
+    cfg.serving_dir = absolute_path_or_uri(cfg.serving_dir)
+    cfg.pipeline_root = absolute_path_or_uri(cfg.pipeline_root)
+    cfg.metadata_path = os.path.abspath(cfg.metadata_path or os.path.join(cfg.pipeline_root, "metadata.sqlite"))
+    return cfg
+
+
+def cmd_lineage(args) -> int:
+    """Prints the span(s) and pipeline run(s) behind the model version now served."""
+    cfg = _store_config(args)
+    from pipeline.lineage import LineageError, format_lineage, model_lineage, served_version
+
     try:
-        version = args.version if args.version is not None else served_version(serving_dir, cfg.pipeline_name)
-        lineage = model_lineage(metadata_path, serving_dir, version)
+        version = args.version if args.version is not None else served_version(cfg.serving_dir, cfg.pipeline_name)
+        lineage = model_lineage(cfg.metadata_path, cfg.serving_dir, version)
     except LineageError as e:
         raise ConfigError(str(e)) from e
     for line in format_lineage(lineage):
@@ -196,13 +203,10 @@ def cmd_report(args) -> int:
     """Prints (and with --open, opens) the HTML report of a pipeline run, the latest by default."""
     import os
 
-    cfg = load_config(args.config) if args.config else PipelineConfig()
-    if args.pipeline_root:
-        cfg = config_from_dict({"pipeline_root": args.pipeline_root}, cfg)
-    from pipeline.configs import absolute_path_or_uri
+    cfg = _store_config(args)
     from pipeline.outcome import run_report_path
 
-    metadata_path = cfg.metadata_path or os.path.join(absolute_path_or_uri(cfg.pipeline_root), "metadata.sqlite")
+    metadata_path = cfg.metadata_path
     if not os.path.exists(metadata_path):
         raise ConfigError(f"no pipeline metadata at {metadata_path}; run `scarfx run` first or pass --pipeline-root")
     try:
@@ -218,6 +222,26 @@ def cmd_report(args) -> int:
 
         if not webbrowser.open(pathlib.Path(path).resolve().as_uri()):
             raise ConfigError(f"no web browser available to open {path}")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    """`scarfx schema freeze`: the latest inferred schema, with the config's drift thresholds, to a file."""
+    from pipeline.schema_freeze import freeze
+
+    cfg = _store_config(args)
+    if args.label:
+        cfg.label = args.label
+    if args.drop:
+        cfg.drop_columns = list(args.drop)
+    if not cfg.data:  # the bundled demo, as `scarfx run` resolves it
+        from pipeline.configs import TAXI_LABEL, TAXI_LEAKY_COLUMNS
+
+        cfg.label = cfg.label or TAXI_LABEL
+        cfg.drop_columns = cfg.drop_columns or list(TAXI_LEAKY_COLUMNS)
+    path, source = freeze(cfg, args.out, force=args.force)
+    print(f"scarfx: froze {source}")
+    print(f"scarfx: wrote {path}; review it, commit it, and set `schema_path: {path}` in the pipeline config")
     return 0
 
 
@@ -239,6 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--pipeline-root", help="pipeline root holding metadata.sqlite (default: ./tfx_root)")
     report.add_argument("--config", help="YAML/JSON pipeline settings (for pipeline_root, metadata_path)")
     report.add_argument("--open", action="store_true", help="open the report in the default web browser")
+    schema = sub.add_parser("schema", help="freeze the inferred schema into a reviewed, versioned file")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    freeze = schema_sub.add_parser(
+        "freeze", help="copy the latest inferred schema, with drift thresholds, for ImportSchemaGen (schema_path)"
+    )
+    freeze.add_argument("--out", default="schemas",
+                        help="a .pbtxt file, or a directory for the next schema_v<N>.pbtxt (default: ./schemas)")
+    freeze.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    freeze.add_argument("--pipeline-root", help="pipeline root holding metadata.sqlite (default: ./tfx_root)")
+    freeze.add_argument("--config", help="YAML/JSON pipeline settings (validation thresholds, label, drop_columns)")
+    freeze.add_argument("--label", help="label column (no domain-mass floor; default: from --config)")
+    freeze.add_argument("--drop", action="append", default=None, metavar="COLUMN",
+                        help="column never compared for drift (repeatable; default: drop_columns of --config)")
     from serving import cli as serving_cli  # TensorFlow-free until a command needs it
 
     serving_cli.add_serve_arguments(
@@ -268,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_lineage(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "schema":
+            return cmd_schema(args)
         if args.command in ("serve", "models"):
             from serving import cli as serving_cli
 
@@ -279,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a data gate stopped the run: its message is the whole story
+        from components.anomalies_gate import DataAnomaliesError
+        from components.drift_gate import DataDriftError
+
+        if not isinstance(e, (DataAnomaliesError, DataDriftError)):
+            raise
+        print(f"scarfx: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("scarfx: interrupted", file=sys.stderr)
         return 130

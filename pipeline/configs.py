@@ -42,6 +42,26 @@ class GateSettings:
 
 
 @dataclasses.dataclass
+class ValidationSettings:
+    """Data gates. Each knob is a threshold that stops the run before Transform when crossed."""
+
+    # Compare each new span's training statistics with those of the last span that passed
+    # (components/drift_gate.py); off = schema checks only.
+    drift: bool = True
+    # Categorical (string) features: L-infinity distance between the value shares of the
+    # new span and the previous one (0.15 = some value's share moved by over 15 points).
+    categorical_linf: float = 0.15
+    # Numeric features: Jensen-Shannon divergence (base 2) over the previous span's deciles
+    # (components/drift_gate.py). Between random 600-row halves of the taxi CSV it stays
+    # under 0.025 for continuous features and 0.075 for integer codes; fares x1.5 scores
+    # 0.12, fares x4 0.49. Small spans (a few hundred rows) need higher thresholds.
+    numeric_jsd: float = 0.15
+    # `scarfx schema freeze`: share of a categorical feature's values that must lie in the
+    # frozen domain; new categories beyond 1 - this share are an anomaly.
+    min_domain_mass: float = 0.99
+
+
+@dataclasses.dataclass
 class TransformSettings:
     # Categorical vocabularies keep at most this many values (most frequent first);
     # the rest, and values unseen at training time, share one OOV bucket.
@@ -62,6 +82,9 @@ class PipelineConfig:
     # transformed feature layout only; otherwise the Trainer logs why and starts fresh).
     warm_start: bool = False
     label: str = ""  # "" = big_tipper when data is the bundled taxi CSV
+    # A reviewed schema written by `scarfx schema freeze`: ImportSchemaGen replaces
+    # SchemaGen, and its domains, presence and drift comparators gate every run.
+    schema_path: str = ""
     drop_columns: list[str] = dataclasses.field(default_factory=list)
     pipeline_name: str = PIPELINE_NAME
     pipeline_root: str = "tfx_root"
@@ -85,6 +108,7 @@ class PipelineConfig:
     scarf: ScarfConfig = dataclasses.field(default_factory=ScarfConfig)
     gate: GateSettings = dataclasses.field(default_factory=GateSettings)
     transform: TransformSettings = dataclasses.field(default_factory=TransformSettings)
+    validation: ValidationSettings = dataclasses.field(default_factory=ValidationSettings)
 
     def resolved(self) -> "PipelineConfig":
         """Fills the demo defaults and absolute paths; raises ConfigError on bad values."""
@@ -107,6 +131,16 @@ class PipelineConfig:
         cfg.metadata_path = os.path.abspath(
             os.path.expanduser(cfg.metadata_path or os.path.join(cfg.pipeline_root, "metadata.sqlite"))
         )
+        if cfg.schema_path:
+            cfg.schema_path = absolute_path_or_uri(cfg.schema_path)
+            if "://" not in cfg.schema_path and not os.path.isfile(cfg.schema_path):
+                raise ConfigError(f"schema_path {cfg.schema_path} does not exist (write it with `scarfx schema freeze`)")
+        v = cfg.validation
+        for name in ("categorical_linf", "numeric_jsd"):
+            if not 0.0 < getattr(v, name) <= 1.0:
+                raise ConfigError(f"validation.{name} must lie in (0, 1], got {getattr(v, name)}")
+        if not 0.0 < v.min_domain_mass <= 1.0:
+            raise ConfigError(f"validation.min_domain_mass must lie in (0, 1], got {v.min_domain_mass}")
         if cfg.label in cfg.drop_columns:
             raise ConfigError(f"label column {cfg.label!r} is also listed in drop_columns")
         s = cfg.scarf
@@ -156,7 +190,9 @@ class ConfigError(ValueError):
     """A setting or input the user must fix; the CLI prints it as one line."""
 
 
-_SECTIONS = {"scarf": ScarfConfig, "gate": GateSettings, "transform": TransformSettings}
+_SECTIONS = {
+    "scarf": ScarfConfig, "gate": GateSettings, "transform": TransformSettings, "validation": ValidationSettings,
+}
 
 
 def config_from_dict(values: dict[str, Any], base: PipelineConfig | None = None) -> PipelineConfig:

@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.anomalies_gate import AnomaliesGate
 from components.baseline_strategy import baseline_resolver
+from components.drift_gate import DriftGate, previous_statistics_resolver
 from components.report import RunReport
 from models import features
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
+QUANTILE_BUCKETS = 100
 
 
 def csv_input(data: str) -> tuple[str, tfx.proto.Input]:
@@ -101,15 +105,48 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
             )
         ),
     )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    # 100 quantile buckets (TFDV's default is 10): DriftGate's numeric comparison reads each
+    # feature's CDF from them, and a coarse CDF is itself a source of false drift.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        stats_options=tfdv.StatsOptions(num_quantiles_histogram_buckets=QUANTILE_BUCKETS),
+    )
     # infer_feature_shape=False: every raw feature is parsed as optional (VarLen), so a
     # request that leaves a feature out is imputed exactly like an empty CSV cell, instead
     # of failing to parse. Presence is still inferred and checked by ExampleValidator.
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+    if cfg.schema_path:
+        # The reviewed schema from `scarfx schema freeze`: its domains and presence are
+        # what ExampleValidator checks, instead of a schema inferred from this very data.
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=cfg.schema_path)
+    else:
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False
+        )
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+
+    # Drift against the last span that passed. Its resolver is a custom strategy, which
+    # KubeflowV2DagRunner cannot compile: on Kubeflow only the schema checks run.
+    previous_statistics = drift_gate = None
+    if cfg.validation.drift and not kubeflow_v2:
+        drift_gate_id = "DriftGate"
+        previous_statistics = previous_statistics_resolver(
+            statistics_gen.id, drift_gate_id, example_gen.outputs["examples"]
+        )
+        drift_gate = DriftGate(
+            examples=example_gen.outputs["examples"],
+            statistics=statistics_gen.outputs["statistics"],
+            schema=schema_gen.outputs["schema"],
+            baseline_statistics=previous_statistics.outputs["statistics"],
+            categorical_linf=cfg.validation.categorical_linf,
+            numeric_jsd=cfg.validation.numeric_jsd,
+            ignore_features=json.dumps(list(cfg.drop_columns)),
+        ).with_id(drift_gate_id)
+        # After the schema checks: a span that DriftGate records as passed (and later
+        # compares against) has passed every data gate.
+        drift_gate.add_upstream_node(anomalies_gate)
 
     training_examples = example_gen.outputs["examples"]
     span_window = None
@@ -136,6 +173,8 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         },
     )
     transform.add_upstream_node(anomalies_gate)
+    if drift_gate is not None:
+        transform.add_upstream_node(drift_gate)
 
     warm_start_resolver = None
     if cfg.warm_start:
@@ -192,6 +231,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         examples=example_gen.outputs["examples"],
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
+        previous_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
         title=f"{cfg.pipeline_name} run report",
     )
 
@@ -208,7 +248,8 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         pipeline_root=cfg.pipeline_root,
         components=[
             c for c in (
-                example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, span_window,
+                example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+                previous_statistics, drift_gate, span_window,
                 transform, warm_start_resolver, trainer, model_resolver, evaluator, run_report, pusher,
             ) if c is not None
         ],

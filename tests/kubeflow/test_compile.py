@@ -47,7 +47,7 @@ def test_every_component_the_image_and_the_beam_args(compiled):
     from pipeline.pipeline import create_pipeline
 
     cfg = kf.kubeflow_config(config_from_dict({}), pipeline_root=PIPELINE_ROOT)
-    expected = [c.id for c in create_pipeline(cfg, binary=True).components]
+    expected = [c.id for c in create_pipeline(cfg, binary=True, kubeflow_v2=True).components]
     spec = compiled.job["pipelineSpec"]
     tasks = spec["root"]["dag"]["tasks"]
     for node_id in expected:

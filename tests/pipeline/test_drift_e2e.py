@@ -1,0 +1,112 @@
+"""End to end: a frozen schema and the drift gate stop a drifted span before Transform.
+
+span 1 → trained and pushed; `scarfx schema freeze`; span 2 drifted (fares x4, every trip
+paid in cash) → refused before Transform with one line per drifted feature, nothing
+pushed, and refused again on a re-run, still against span 1 (a refused span is never a
+baseline; which earlier span is chosen: tests/components/test_drift_gate.py); span 3 lost a
+column the frozen schema requires → ExampleValidator's anomaly stops it before DriftGate.
+"""
+import csv
+import os
+import random
+
+import pytest
+
+from tests.conftest import run_cli
+
+SPAN_ROWS = 600
+CONFIG = """\
+drop_columns: [tips]
+scarf:
+  pretrain_epochs: 1
+  finetune_epochs: 2
+validation:
+  min_domain_mass: 0.9
+"""
+
+
+def _write_span(root, span, header, rows):
+    span_dir = os.path.join(root, f"span-{span}")
+    os.makedirs(span_dir)
+    with open(os.path.join(span_dir, "data.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _versions(serving_dir):
+    return sorted(int(d) for d in os.listdir(serving_dir) if d.isdigit()) if os.path.isdir(serving_dir) else []
+
+
+def _executions(metadata_path, node_id):
+    """Executions of one pipeline node, oldest first (node contexts are named '<pipeline>.<node id>')."""
+    from pipeline.outcome import connect
+
+    store = connect(metadata_path)
+    context = store.get_context_by_type_and_name("node", f"scarfx.{node_id}")
+    return sorted(store.get_executions_by_context(context.id), key=lambda e: e.id) if context else []
+
+
+@pytest.mark.e2e
+def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
+    from pipeline.configs import bundled_taxi_csv
+
+    with open(bundled_taxi_csv(), newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    random.Random(5).shuffle(rows)
+    data, root, serving = str(tmp_path / "spans"), str(tmp_path / "root"), str(tmp_path / "serving")
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    argv = ["run", "--data", data, "--label", "big_tipper", "--config", str(config),
+            "--pipeline-root", root, "--serving-dir", serving]
+    metadata = os.path.join(root, "metadata.sqlite")
+
+    _write_span(data, 1, header, rows[:SPAN_ROWS])
+    code, out = run_cli(argv)
+    assert code == 0, out
+    assert "DriftGate finished" in out, out
+    pushed = _versions(serving)
+
+    # Freeze the inferred schema into a versioned, reviewable file.
+    code, out = run_cli(["schema", "freeze", "--out", str(tmp_path / "schemas"),
+                         "--pipeline-root", root, "--config", str(config)])
+    assert code == 0, out
+    schema_path = str(tmp_path / "schemas" / "schema_v1.pbtxt")
+    assert f"wrote {schema_path}" in out
+    text = open(schema_path).read()
+    assert text.startswith("# scarfx frozen schema")
+    assert "infinity_norm" in text and "jensen_shannon_divergence" in text and "min_domain_mass: 0.9" in text
+    code, out = run_cli(["schema", "freeze", "--out", schema_path, "--pipeline-root", root])
+    assert code == 2 and "exists; pass --force" in out  # a reviewed file is never overwritten silently
+    config.write_text(CONFIG + f"schema_path: {schema_path}\n")
+
+    # Span 2 drifted: refused before Transform, with a readable list, nothing pushed.
+    drifted = [dict(r) for r in rows[SPAN_ROWS:2 * SPAN_ROWS]]
+    for r in drifted:
+        r["fare"] = f"{float(r['fare'] or 0) * 4:.2f}"
+        r["payment_type"] = "Cash"
+    _write_span(data, 2, header, drifted)
+    transforms_before = len(_executions(metadata, "Transform"))
+    assert transforms_before == 1
+    for attempt in range(2):  # a re-run is refused again: a failed gate is never cached
+        code, out = run_cli(argv)
+        assert code == 1, out
+        assert "span 2 drifted from span 1 (the last span that passed)" in out, out
+        assert "feature 'fare'" in out and "Jensen-Shannon" in out, out
+        assert "feature 'payment_type'" in out and "Linfty" in out, out
+        assert "Traceback" not in out
+        assert len(_executions(metadata, "Transform")) == transforms_before, attempt
+        assert _versions(serving) == pushed
+
+    # Span 3 lost a column the frozen schema requires: ExampleValidator's anomaly stops it,
+    # before DriftGate, so a span that fails the schema never becomes a drift baseline.
+    _write_span(data, 3, [h for h in header if h != "payment_type"],
+                [{k: v for k, v in r.items() if k != "payment_type"} for r in rows[2 * SPAN_ROWS:3 * SPAN_ROWS]])
+    gates_before = len(_executions(metadata, "DriftGate"))
+    code, out = run_cli(argv)
+    assert code == 1, out
+    assert "data anomalies found; nothing was trained or pushed" in out and "'payment_type'" in out, out
+    assert "DriftGate started" not in out and len(_executions(metadata, "DriftGate")) == gates_before
+    assert len(_executions(metadata, "Transform")) == transforms_before
+    assert _versions(serving) == pushed

@@ -54,12 +54,17 @@ def _outputs_by_node(store, context_id):
     return result
 
 
-def latest_run_outcome(metadata_path: str) -> RunOutcome:
-    store = connect(metadata_path)
+def latest_run_context(store, metadata_path: str):
+    """The newest `pipeline_run` context; LookupError when nothing ran yet."""
     runs = store.get_contexts_by_type("pipeline_run")
     if not runs:
         raise LookupError(f"no pipeline run recorded in {metadata_path}")
-    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def latest_run_outcome(metadata_path: str) -> RunOutcome:
+    store = connect(metadata_path)
+    run = latest_run_context(store, metadata_path)
     outputs = _outputs_by_node(store, run.id)
 
     blessing = (outputs.get("Evaluator", {}).get("blessing") or [None])[-1]

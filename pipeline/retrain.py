@@ -13,7 +13,7 @@ import dataclasses
 
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.outcome import _custom, connect
+from pipeline.outcome import _custom, connect, latest_run_context
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 
@@ -39,10 +39,7 @@ class RunRecord:
 def latest_run_record(metadata_path: str) -> RunRecord:
     """States, timings, span and pushed version of the newest pipeline run in ML Metadata."""
     store = connect(metadata_path)
-    runs = store.get_contexts_by_type("pipeline_run")
-    if not runs:
-        raise LookupError(f"no pipeline run recorded in {metadata_path}")
-    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    run = latest_run_context(store, metadata_path)
     states, seconds, node_of, resolvers = {}, {}, {}, []
     resolver_types = {t.id for t in store.get_execution_types() if t.name.endswith(".Resolver")}
     span = pushed_version = None

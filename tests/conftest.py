@@ -35,6 +35,23 @@ class PipelineRun:
     output: str
 
 
+def write_span(root, span, header, rows):
+    """Writes `rows` as <root>/span-<span>/data.csv, the layout pipeline/spans.py ingests."""
+    span_dir = os.path.join(root, f"span-{span}")
+    os.makedirs(span_dir)
+    with open(os.path.join(span_dir, "data.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, header)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def version_dirs(serving_dir):
+    """Pushed versions in a TF Serving base directory, ascending."""
+    if not os.path.isdir(serving_dir):
+        return []
+    return sorted(int(d) for d in os.listdir(serving_dir) if d.isdigit())
+
+
 def run_cli(argv):
     """Runs `scarfx ...` in-process (one TF import for the whole session), capturing stdout."""
     from pipeline.cli import main

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, version_dirs, write_span
 
 SPAN_ROWS = 600
 CONFIG = """\
@@ -23,19 +23,6 @@ scarf:
 validation:
   min_domain_mass: 0.9
 """
-
-
-def _write_span(root, span, header, rows):
-    span_dir = os.path.join(root, f"span-{span}")
-    os.makedirs(span_dir)
-    with open(os.path.join(span_dir, "data.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, header)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _versions(serving_dir):
-    return sorted(int(d) for d in os.listdir(serving_dir) if d.isdigit()) if os.path.isdir(serving_dir) else []
 
 
 def _executions(metadata_path, node_id):
@@ -62,11 +49,11 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
             "--pipeline-root", root, "--serving-dir", serving]
     metadata = os.path.join(root, "metadata.sqlite")
 
-    _write_span(data, 1, header, rows[:SPAN_ROWS])
+    write_span(data, 1, header, rows[:SPAN_ROWS])
     code, out = run_cli(argv)
     assert code == 0, out
     assert "DriftGate finished" in out, out
-    pushed = _versions(serving)
+    pushed = version_dirs(serving)
 
     # Freeze the inferred schema into a versioned, reviewable file.
     code, out = run_cli(["schema", "freeze", "--out", str(tmp_path / "schemas"),
@@ -86,7 +73,7 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
     for r in drifted:
         r["fare"] = f"{float(r['fare'] or 0) * 4:.2f}"
         r["payment_type"] = "Cash"
-    _write_span(data, 2, header, drifted)
+    write_span(data, 2, header, drifted)
     transforms_before = len(_executions(metadata, "Transform"))
     assert transforms_before == 1
     for attempt in range(2):  # a re-run is refused again: a failed gate is never cached
@@ -97,11 +84,11 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
         assert "feature 'payment_type'" in out and "Linfty" in out, out
         assert "Traceback" not in out
         assert len(_executions(metadata, "Transform")) == transforms_before, attempt
-        assert _versions(serving) == pushed
+        assert version_dirs(serving) == pushed
 
     # Span 3 lost a column the frozen schema requires: ExampleValidator's anomaly stops it,
     # before DriftGate, so a span that fails the schema never becomes a drift baseline.
-    _write_span(data, 3, [h for h in header if h != "payment_type"],
+    write_span(data, 3, [h for h in header if h != "payment_type"],
                 [{k: v for k, v in r.items() if k != "payment_type"} for r in rows[2 * SPAN_ROWS:3 * SPAN_ROWS]])
     gates_before = len(_executions(metadata, "DriftGate"))
     code, out = run_cli(argv)
@@ -109,4 +96,4 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
     assert "data anomalies found; nothing was trained or pushed" in out and "'payment_type'" in out, out
     assert "DriftGate started" not in out and len(_executions(metadata, "DriftGate")) == gates_before
     assert len(_executions(metadata, "Transform")) == transforms_before
-    assert _versions(serving) == pushed
+    assert version_dirs(serving) == pushed

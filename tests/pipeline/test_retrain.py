@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, version_dirs, write_span
 
 SPAN_ROWS = 600
 CONFIG = """\
@@ -19,21 +19,6 @@ scarf:
   pretrain_epochs: 2
   finetune_epochs: 3
 """
-
-
-def _write_span(root, span, header, rows):
-    span_dir = os.path.join(root, f"span-{span}")
-    os.makedirs(span_dir)
-    with open(os.path.join(span_dir, "data.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, header)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _version_dirs(serving_dir):
-    if not os.path.isdir(serving_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(serving_dir) if d.isdigit())
 
 
 @pytest.mark.e2e
@@ -55,21 +40,21 @@ def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
             "--pipeline-root", root, "--serving-dir", serving]
 
     # Run 1: the first span, no baseline yet: absolute floors only.
-    _write_span(data, 1, header, rows[:SPAN_ROWS])
+    write_span(data, 1, header, rows[:SPAN_ROWS])
     code, out = run_cli(argv)
     assert code == 0, out
     first = latest_run_record(metadata)
     outcome = latest_run_outcome(metadata)
     assert first.span == 1, out
     assert outcome.blessed is True, out
-    assert first.pushed_version is not None and _version_dirs(serving) == [first.pushed_version]
+    assert first.pushed_version is not None and version_dirs(serving) == [first.pushed_version]
     assert "data span 1" in out and "no blessed baseline in this evaluation" in out and "pushed version" in out
     assert "Trainer started" in out and "pretrain epoch 1/2" in out  # progress lines
     lineage = model_lineage(metadata, serving, served_version(serving, "scarfx"))
     assert lineage.spans == [1] and lineage.push_run_id == first.run_id
 
     # Run 2: a new span arrives; the new model is gated against span 1's blessed model.
-    _write_span(data, 2, header, rows[SPAN_ROWS:2 * SPAN_ROWS])
+    write_span(data, 2, header, rows[SPAN_ROWS:2 * SPAN_ROWS])
     code, out = run_cli(argv)
     assert code == 0, out
     second = latest_run_record(metadata)
@@ -79,18 +64,18 @@ def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
     assert second.states["Trainer"] == "COMPLETE"
     if outcome.blessed:
         assert second.pushed_version is not None
-        assert _version_dirs(serving) == sorted([first.pushed_version, second.pushed_version])
+        assert version_dirs(serving) == sorted([first.pushed_version, second.pushed_version])
         assert "verdict BLESSED; pushed version" in out
         expected_span = 2
     else:
-        assert second.pushed_version is None and _version_dirs(serving) == [first.pushed_version]
+        assert second.pushed_version is None and version_dirs(serving) == [first.pushed_version]
         assert "verdict NOT BLESSED; not pushed" in out
         expected_span = 1
     lineage = model_lineage(metadata, serving, served_version(serving, "scarfx"))
     assert lineage.spans == [expected_span]
 
     # Run 3: nothing new; every component execution is reused from the cache.
-    versions_before = _version_dirs(serving)
+    versions_before = version_dirs(serving)
     code, out = run_cli(argv)
     assert code == 0, out
     third = latest_run_record(metadata)
@@ -98,7 +83,7 @@ def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
     assert third.span == 2
     assert len(third.states) >= 8, third.states  # ExampleGen ... Evaluator (+ Pusher when blessed)
     assert third.cached == sorted(third.states), third.states
-    assert _version_dirs(serving) == versions_before
+    assert version_dirs(serving) == versions_before
     assert f"cache hits {len(third.states)}/{len(third.states)}" in out
 
     code, out = run_cli(["lineage", "--serving-dir", serving, "--pipeline-root", root])

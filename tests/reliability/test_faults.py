@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.serving.helpers import MODEL, push
+from tests.serving.helpers import MODEL, push, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,15 +31,6 @@ def served_version(client) -> str:
 
 def version_states(client) -> dict[int, str]:
     return {int(s["version"]): s["state"] for s in client.get(f"/v1/models/{MODEL}").json()["model_version_status"]}
-
-
-def wait_until(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def same_tree(a: str, b: str) -> bool:

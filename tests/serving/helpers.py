@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 
 MODEL = "scarfx"
 
@@ -54,3 +55,13 @@ def push_corrupt(serving_dir: str, version: int, template: str, how: str) -> str
     else:
         raise ValueError(how)
     return dest
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Polls `predicate` until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -10,7 +10,7 @@ import pytest
 
 from serving.testing import expected_probabilities
 from serving.testing import push as push_dir
-from tests.serving.helpers import MODEL, push, push_corrupt
+from tests.serving.helpers import MODEL, push, push_corrupt, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -20,15 +20,6 @@ PREDICT = f"/v1/models/{MODEL}:predict"
 def status_of(client, version=None):
     path = f"/v1/models/{MODEL}" + (f"/versions/{version}" if version else "")
     return {int(s["version"]): s for s in client.get(path).json()["model_version_status"]}
-
-
-def wait_until(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 class LoadClients:

@@ -396,7 +396,14 @@ def render_html(
         if "finetune_labelled_rows" in s:
             facts.append(f"fine-tuning: {s['finetune_labelled_rows']} labelled rows")
         if training.get("warm_start_from") or s.get("warm_start_from"):
-            facts.append(f"warm start from {s.get('warm_start_from')}")
+            carried = s.get("warm_start") or {}
+            detail = ""
+            if carried:
+                detail = (f" ({len(carried.get('numeric_carried', []))} numeric and "
+                          f"{len(carried.get('categorical_carried', []))} categorical features carried over, "
+                          f"{carried.get('terms_new', 0)} new terms, fresh: "
+                          f"{', '.join(carried.get('fresh', [])) or 'none'})")
+            facts.append(f"warm start from {s.get('warm_start_from')}{detail}")
         parts.append(f'<p>{html.escape("; ".join(facts))}</p>')
         parts.append(training_chart(training))
     else:

@@ -26,6 +26,18 @@ def layout_from_transform(tf_transform_output: tft.TFTransformOutput) -> Feature
     return FeatureLayout(numeric, categorical, cardinalities)
 
 
+def categorical_vocabularies(tf_transform_output: tft.TFTransformOutput, layout: FeatureLayout) -> dict[str, list[str]]:
+    """{categorical feature: term of each id}; ids past the terms are OOV buckets.
+
+    Terms are decoded with surrogateescape, so any byte string round-trips through JSON.
+    """
+    vocabularies = {}
+    for name in layout.categorical_names:
+        terms = tf_transform_output.vocabulary_by_name(features.categorical_vocabulary(features.raw_name(name)))
+        vocabularies[name] = [t.decode("utf-8", "surrogateescape") if isinstance(t, bytes) else str(t) for t in terms]
+    return vocabularies
+
+
 def class_names(tf_transform_output: tft.TFTransformOutput) -> list[str]:
     return [v.decode("utf-8") for v in tf_transform_output.vocabulary_by_name(features.LABEL_VOCABULARY)]
 

@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import keras
 import numpy as np
@@ -725,14 +725,14 @@ def train_scarf_classifier(
     num_classes: int,
     config: ScarfConfig = ScarfConfig(),
     log_dir: str | None = None,
-    initial_encoder_weights: str | None = None,
+    init_encoder: Callable[[keras.Model], dict] | None = None,
 ) -> TrainingResult:
     """Pretrains f on all rows (unless config.pretrain is False), then fine-tunes f + a
     softmax classifier on the labelled rows. TensorBoard logs go to log_dir/{pretrain,finetune}.
 
-    `initial_encoder_weights`: an `encoder.weights.h5` of an earlier model with the same
-    layout and encoder shape (warm start); pretraining resumes from it instead of
-    from random weights. A shape mismatch raises ValueError."""
+    `init_encoder` (warm start) is called on the freshly built f before pretraining, to
+    load an earlier model's weights into it (see models.warm_start); it returns what it
+    carried over, which goes into the summary as `warm_start`."""
     check_inputs(data, layout, num_classes)
     data = TabularData(
         np.asarray(data.numeric, np.float32), np.asarray(data.categorical, np.int64), np.asarray(data.labels, np.int64)
@@ -742,11 +742,12 @@ def train_scarf_classifier(
     # differ only by the pretraining.
     keras.utils.set_random_seed(config.seed)
     encoder = build_encoder(layout, config)
-    if initial_encoder_weights:
-        encoder.load_weights(initial_encoder_weights)
+    warm_start = init_encoder(encoder) if init_encoder is not None else None
     classifier = build_classifier(encoder, num_classes)
     summary = {"pretrained": config.pretrain, "rows": len(data), "num_features": layout.num_features,
-               "warm_started": bool(initial_encoder_weights)}
+               "warm_started": warm_start is not None}
+    if warm_start is not None:
+        summary["warm_start"] = warm_start
     pretrain_history = {}
     if config.pretrain:
         pretrain_history, stage = pretrain(encoder, data, layout, config, log_dir)

@@ -1,6 +1,7 @@
 """The Trainer's run_fn: the only place where TFX meets the model code."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -14,7 +15,8 @@ from tfx_bsl.public import tfxio
 
 from models import export, features
 from models.labels import hide_labels
-from models.scarf import ScarfConfig, TabularData, train_scarf_classifier
+from models.scarf import FeatureLayout, ScarfConfig, TabularData, train_scarf_classifier
+from models.warm_start import EncoderCheckpoint, warm_start_encoder
 from serving.warmup import write_warmup_requests
 
 SUMMARY_FILE = "training_summary.json"
@@ -24,12 +26,13 @@ ENCODER_WEIGHTS_FILE = "encoder.weights.h5"
 ENCODER_LAYOUT_FILE = "encoder_layout.json"
 
 
-def encoder_signature(layout, config: ScarfConfig) -> dict:
-    """What must match for encoder weights to load: features, vocab sizes, encoder shape."""
+def encoder_signature(layout, config: ScarfConfig, vocabularies: dict[str, list[str]]) -> dict:
+    """What a later warm start needs to map these encoder weights: features, vocabularies, shape."""
     return {
         "numeric_names": list(layout.numeric_names),
         "categorical_names": list(layout.categorical_names),
         "categorical_cardinalities": [int(c) for c in layout.categorical_cardinalities],
+        "vocabularies": {name: list(terms) for name, terms in vocabularies.items()},
         "encoder_width": int(config.encoder_width),
         "encoder_depth": int(config.encoder_depth),
     }
@@ -40,11 +43,12 @@ def _model_dir(serving_model_dir: str) -> str:
     return os.path.dirname(serving_model_dir.rstrip("/"))
 
 
-def warm_start_weights(base_model: str | None, signature: dict) -> str | None:
-    """The base model's encoder weights file if they fit this run's layout, else None (logged why).
+def warm_start_checkpoint(base_model: str | None, config: ScarfConfig) -> EncoderCheckpoint | None:
+    """The base model's encoder, if it has one of this run's shape; else None (logged why).
 
-    The transformed layout changes when a vocabulary grows or a column appears; the
-    old weights cannot load then, and training from scratch is the only sound choice.
+    Features and vocabularies may differ: models.warm_start matches them by name and
+    term. Only a different encoder width or depth rules a warm start out. The weights
+    file is copied to a local temp dir, since Keras reads .h5 from local files only.
     """
     if not base_model:
         return None
@@ -56,13 +60,18 @@ def warm_start_weights(base_model: str | None, signature: dict) -> str | None:
         return None
     with tf.io.gfile.GFile(layout_file) as f:
         previous = json.load(f)
-    if previous != signature:
-        changed = sorted(k for k in signature if previous.get(k) != signature[k])
-        logging.warning("warm start: feature layout differs from %s (%s); training from scratch",
-                        base_dir, ", ".join(changed))
+    shape = (previous.get("encoder_depth"), previous.get("encoder_width"))
+    if shape != (config.encoder_depth, config.encoder_width):
+        logging.warning("warm start: %s has a %sx%s encoder, this run builds %dx%d; training from scratch",
+                        base_dir, *shape, config.encoder_depth, config.encoder_width)
         return None
+    local = os.path.join(tempfile.mkdtemp(prefix="scarfx-warm-"), ENCODER_WEIGHTS_FILE)
+    tf.io.gfile.copy(weights, local, overwrite=True)
+    layout = FeatureLayout(tuple(previous["numeric_names"]), tuple(previous["categorical_names"]),
+                           tuple(int(c) for c in previous["categorical_cardinalities"]))
     logging.info("warm start: encoder weights from %s", base_dir)
-    return weights
+    return EncoderCheckpoint(local, layout, previous.get("vocabularies", {}),
+                             encoder_width=config.encoder_width, encoder_depth=config.encoder_depth)
 
 
 def read_transformed(file_pattern, data_accessor, tf_transform_output, layout) -> TabularData:
@@ -107,17 +116,24 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         len(data.labels), int((data.labels >= 0).sum()), len(layout.numeric_names),
         len(layout.categorical_names), len(classes),
     )
-    signature = encoder_signature(layout, config)
-    initial = warm_start_weights(fn_args.base_model, signature)
-    local_initial = None
-    if initial:
-        # Keras reads .h5 weights from local files only; the Model dir may be remote.
-        local_initial = os.path.join(tempfile.mkdtemp(prefix="scarfx-warm-"), ENCODER_WEIGHTS_FILE)
-        tf.io.gfile.copy(initial, local_initial, overwrite=True)
+    vocabularies = export.categorical_vocabularies(tf_transform_output, layout)
+    checkpoint = warm_start_checkpoint(fn_args.base_model, config)
+    init_encoder = None
+    if checkpoint is not None:
+        init_encoder = functools.partial(warm_start_encoder, layout=layout, vocabularies=vocabularies,
+                                         checkpoint=checkpoint, config=config)
     result = train_scarf_classifier(
-        data, layout, len(classes), config, log_dir=fn_args.model_run_dir, initial_encoder_weights=local_initial
+        data, layout, len(classes), config, log_dir=fn_args.model_run_dir, init_encoder=init_encoder
     )
-    result.summary["warm_start_from"] = _model_dir(fn_args.base_model) if initial else None
+    if checkpoint is not None:
+        carried = result.summary["warm_start"]
+        for key in ("numeric_carried", "categorical_carried", "fresh", "dropped"):
+            carried[key] = [features.raw_name(n) for n in carried[key]]
+        logging.info("warm start: carried %d numeric and %d categorical features (%d terms; %d new terms); "
+                     "fresh: %s; dropped: %s", len(carried["numeric_carried"]), len(carried["categorical_carried"]),
+                     carried["terms_carried"], carried["terms_new"], carried["fresh"] or "none",
+                     carried["dropped"] or "none")
+    result.summary["warm_start_from"] = _model_dir(fn_args.base_model) if checkpoint else None
 
     serving_features = sorted(k for k in tf_transform_output.raw_feature_spec() if k != label and k not in drop)
     export.export_saved_model(
@@ -146,7 +162,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     result.encoder.save_weights(local_weights)
     tf.io.gfile.copy(local_weights, os.path.join(model_dir, ENCODER_WEIGHTS_FILE), overwrite=True)
     with tf.io.gfile.GFile(os.path.join(model_dir, ENCODER_LAYOUT_FILE), "w") as f:
-        f.write(json.dumps(signature, indent=2))
+        f.write(json.dumps(encoder_signature(layout, config, vocabularies), indent=2))
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2, default=float))

@@ -171,6 +171,11 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
             "drop_columns": list(cfg.drop_columns),
             **dataclasses.asdict(cfg.transform),
         },
+        # Pre/post-transform statistics would be two more TFDV passes (most of
+        # Transform's time on small spans) that nothing downstream reads: StatisticsGen
+        # already describes the raw data, and the model sees only the transform graph.
+        disable_statistics=True,
+        force_tf_compat_v1=True,
     )
     transform.add_upstream_node(anomalies_gate)
     if drift_gate is not None:

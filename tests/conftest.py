@@ -45,6 +45,37 @@ def write_span(root, span, header, rows):
         w.writerows(rows)
 
 
+@dataclasses.dataclass
+class SpanWorkspace:
+    """Shuffled rows of the bundled taxi CSV, and where a span-directory run keeps its files."""
+
+    header: list
+    rows: list
+    data: str  # the span-N/ parent directory
+    root: str
+    serving: str
+    config: str
+    metadata: str
+
+    def argv(self, command):
+        return [command, "--data", self.data, "--label", "big_tipper", "--config", self.config,
+                "--pipeline-root", self.root, "--serving-dir", self.serving]
+
+
+def taxi_span_workspace(tmp_path, config_text, seed):
+    from pipeline.configs import bundled_taxi_csv
+
+    with open(bundled_taxi_csv(), newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    random.Random(seed).shuffle(rows)
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text)
+    root = str(tmp_path / "root")
+    return SpanWorkspace(header, rows, str(tmp_path / "spans"), root, str(tmp_path / "serving"), str(config),
+                         os.path.join(root, "metadata.sqlite"))
+
+
 def version_dirs(serving_dir):
     """Pushed versions in a TF Serving base directory, ascending."""
     if not os.path.isdir(serving_dir):

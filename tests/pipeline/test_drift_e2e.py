@@ -6,13 +6,9 @@ pushed, and refused again on a re-run, still against span 1 (a refused span is n
 baseline; which earlier span is chosen: tests/components/test_drift_gate.py); span 3 lost a
 column the frozen schema requires → ExampleValidator's anomaly stops it before DriftGate.
 """
-import csv
-import os
-import random
-
 import pytest
 
-from tests.conftest import run_cli, version_dirs, write_span
+from tests.conftest import run_cli, taxi_span_workspace, version_dirs, write_span
 
 SPAN_ROWS = 600
 CONFIG = """\
@@ -36,18 +32,9 @@ def _executions(metadata_path, node_id):
 
 @pytest.mark.e2e
 def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
-    from pipeline.configs import bundled_taxi_csv
-
-    with open(bundled_taxi_csv(), newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = reader.fieldnames, list(reader)
-    random.Random(5).shuffle(rows)
-    data, root, serving = str(tmp_path / "spans"), str(tmp_path / "root"), str(tmp_path / "serving")
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
-    argv = ["run", "--data", data, "--label", "big_tipper", "--config", str(config),
-            "--pipeline-root", root, "--serving-dir", serving]
-    metadata = os.path.join(root, "metadata.sqlite")
+    w = taxi_span_workspace(tmp_path, CONFIG, seed=5)
+    header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata
+    argv = w.argv("run")
 
     write_span(data, 1, header, rows[:SPAN_ROWS])
     code, out = run_cli(argv)
@@ -57,7 +44,7 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
 
     # Freeze the inferred schema into a versioned, reviewable file.
     code, out = run_cli(["schema", "freeze", "--out", str(tmp_path / "schemas"),
-                         "--pipeline-root", root, "--config", str(config)])
+                         "--pipeline-root", root, "--config", w.config])
     assert code == 0, out
     schema_path = str(tmp_path / "schemas" / "schema_v1.pbtxt")
     assert f"wrote {schema_path}" in out
@@ -66,7 +53,8 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
     assert "infinity_norm" in text and "jensen_shannon_divergence" in text and "min_domain_mass: 0.9" in text
     code, out = run_cli(["schema", "freeze", "--out", schema_path, "--pipeline-root", root])
     assert code == 2 and "exists; pass --force" in out  # a reviewed file is never overwritten silently
-    config.write_text(CONFIG + f"schema_path: {schema_path}\n")
+    with open(w.config, "a") as f:
+        f.write(f"schema_path: {schema_path}\n")
 
     # Span 2 drifted: refused before Transform, with a readable list, nothing pushed.
     drifted = [dict(r) for r in rows[SPAN_ROWS:2 * SPAN_ROWS]]

@@ -4,13 +4,9 @@ span 1 → blessed and pushed; span 2 added → retrained, compared with span 1'
 pushed or refused exactly as the gate (ML Metadata) says; a re-run with no new data →
 every component execution of that run is a cache hit (counted in ML Metadata).
 """
-import csv
-import os
-import random
-
 import pytest
 
-from tests.conftest import run_cli, version_dirs, write_span
+from tests.conftest import run_cli, taxi_span_workspace, version_dirs, write_span
 
 SPAN_ROWS = 600
 CONFIG = """\
@@ -23,21 +19,13 @@ scarf:
 
 @pytest.mark.e2e
 def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
-    from pipeline.configs import bundled_taxi_csv
     from pipeline.lineage import model_lineage, served_version
     from pipeline.outcome import latest_run_outcome
     from pipeline.retrain import latest_run_record
 
-    with open(bundled_taxi_csv(), newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = reader.fieldnames, list(reader)
-    random.Random(11).shuffle(rows)
-    data, root, serving = str(tmp_path / "spans"), str(tmp_path / "root"), str(tmp_path / "serving")
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
-    metadata = os.path.join(root, "metadata.sqlite")
-    argv = ["retrain", "--data", data, "--label", "big_tipper", "--config", str(config),
-            "--pipeline-root", root, "--serving-dir", serving]
+    w = taxi_span_workspace(tmp_path, CONFIG, seed=11)
+    header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata
+    argv = w.argv("retrain")
 
     # Run 1: the first span, no baseline yet: absolute floors only.
     write_span(data, 1, header, rows[:SPAN_ROWS])

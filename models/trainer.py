@@ -70,8 +70,7 @@ def warm_start_checkpoint(base_model: str | None, config: ScarfConfig) -> Encode
     layout = FeatureLayout(tuple(previous["numeric_names"]), tuple(previous["categorical_names"]),
                            tuple(int(c) for c in previous["categorical_cardinalities"]))
     logging.info("warm start: encoder weights from %s", base_dir)
-    return EncoderCheckpoint(local, layout, previous.get("vocabularies", {}),
-                             encoder_width=config.encoder_width, encoder_depth=config.encoder_depth)
+    return EncoderCheckpoint(local, layout, previous.get("vocabularies", {}))
 
 
 def read_transformed(file_pattern, data_accessor, tf_transform_output, layout) -> TabularData:

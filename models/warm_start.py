@@ -40,8 +40,6 @@ class EncoderCheckpoint:
     weights_path: str
     layout: FeatureLayout
     vocabularies: Mapping[str, Sequence[str]]
-    encoder_width: int
-    encoder_depth: int
 
 
 def _input_rows(layout: FeatureLayout, embedding_widths: Sequence[int]) -> dict[str, slice]:
@@ -139,11 +137,9 @@ def transfer_encoder_weights(
 
 def warm_start_encoder(encoder: keras.Model, layout: FeatureLayout, vocabularies: Mapping[str, Sequence[str]],
                        checkpoint: EncoderCheckpoint, config: ScarfConfig) -> dict:
-    """Loads `checkpoint` into a scratch encoder of its own layout, then carries it into `encoder`."""
-    if (checkpoint.encoder_width, checkpoint.encoder_depth) != (config.encoder_width, config.encoder_depth):
-        raise ValueError(
-            f"the checkpoint's encoder is {checkpoint.encoder_depth}x{checkpoint.encoder_width}, "
-            f"this run's is {config.encoder_depth}x{config.encoder_width}")
+    """Loads `checkpoint` into a scratch encoder of its own layout, then carries it into `encoder`.
+
+    The checkpoint must come from an encoder of `config`'s width and depth (else ValueError)."""
     source = build_encoder(checkpoint.layout, config)
     source.load_weights(checkpoint.weights_path)
     return transfer_encoder_weights(source, checkpoint.layout, checkpoint.vocabularies, encoder, layout, vocabularies)

@@ -52,7 +52,7 @@ def _fresh(layout, seed=0):
 
 def test_training_starts_from_the_given_encoder_weights(tmp_path):
     previous, path = _saved_encoder(tmp_path, LAYOUT, seed=99)
-    checkpoint = EncoderCheckpoint(path, LAYOUT, VOCABS, FROZEN.encoder_width, FROZEN.encoder_depth)
+    checkpoint = EncoderCheckpoint(path, LAYOUT, VOCABS)
 
     def init(encoder):
         return warm_start_encoder(encoder, LAYOUT, VOCABS, checkpoint, FROZEN)

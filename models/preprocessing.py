@@ -1,11 +1,20 @@
 """tf.Transform `preprocessing_fn`, driven only by the feature dtypes of the inferred schema.
 
-numeric (int or float) -> mean-impute, z-score, clip
+numeric (int or float) -> `numeric_encoding`:
+                          "quantile_normal" (default): the empirical CDF of the training
+                              rows (tft.quantiles, linear between quantiles), mapped
+                              through the standard normal's inverse CDF, so heavy tails,
+                              skew and outliers reach the network as N(0, 1)-shaped values;
+                          "zscore": (x - mean) / std, clipped at ±z_clip;
+                          a missing (or NaN / inf) cell stays NaN in either case: the
+                          model imputes it and sees a missing indicator
+                          (models/numeric_encoding.py), so missingness is a signal and
+                          SCARF's corruption draws it from the marginal like any value
 string                 -> vocabulary id (+ OOV buckets); a missing value is its own category
 label                  -> vocabulary id, -1 when the label cell is empty, plus a 0/1 weight
 
 The same graph is embedded in the exported SavedModel, so serving applies exactly
-these statistics (means, variances, vocabularies) to raw requests.
+these statistics (quantiles, means, variances, vocabularies) to raw requests.
 """
 from __future__ import annotations
 
@@ -22,7 +31,13 @@ DEFAULTS = {
     "max_vocabulary_size": 1000,
     "num_oov_buckets": 1,
     "z_clip": 5.0,
+    "numeric_encoding": "quantile_normal",
+    "num_quantiles": 128,
 }
+
+NUMERIC_ENCODINGS = ("quantile_normal", "zscore")
+# u is kept inside [e, 1 - e] before the inverse normal CDF: |value| <= 3.09.
+QUANTILE_NORMAL_EPSILON = 1e-3
 
 
 def _to_dense_with_mask(x: tf.Tensor | tf.SparseTensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -53,20 +68,68 @@ def _to_dense_with_mask(x: tf.Tensor | tf.SparseTensor) -> tuple[tf.Tensor, tf.T
     return x, tf.ones_like(x, dtype=tf.bool)
 
 
-def _numeric(x, z_clip: float) -> tf.Tensor:
+def _numeric_with_nan(x) -> tf.Tensor:
+    """[B] float32; a missing, NaN or inf cell is NaN (missing, not a value)."""
     values, present = _to_dense_with_mask(x)
     values = tf.cast(values, tf.float32)
-    # A NaN or inf cell counts as missing rather than poisoning the statistics.
     present = tf.logical_and(present, tf.math.is_finite(values))
+    return tf.where(present, values, tf.constant(float("nan"), tf.float32))
+
+
+def _zscore(values: tf.Tensor, z_clip: float) -> tf.Tensor:
+    """[B] with NaN = missing -> z-score over the observed training values, NaN kept."""
+    present = tf.logical_not(tf.math.is_nan(values))
     observed = tf.boolean_mask(values, present)
     mean = tft.mean(observed, output_dtype=tf.float32)
     var = tft.var(observed, output_dtype=tf.float32)
     # A column that is entirely missing (or constant) carries no signal: map it to 0.
     mean = tf.where(tf.math.is_finite(mean), mean, 0.0)
     std = tf.where(tf.math.is_finite(var) & (var > 0.0), tf.sqrt(var), 1.0)
-    imputed = tf.where(present, values, mean)
-    z = (imputed - mean) / std
-    return tf.clip_by_value(z, -z_clip, z_clip)
+    return tf.clip_by_value((values - mean) / std, -z_clip, z_clip)
+
+
+def empirical_cdf(values: tf.Tensor, knots: tf.Tensor) -> tf.Tensor:
+    """u in [0, 1] of each value under a piecewise-linear CDF; NaN stays NaN.
+
+    values [B, D]; knots [D, K+1] non-decreasing (min, K-1 quantiles, max), knot k at
+    level k/K. A value equal to several tied knots (an integer code, a spike of zeros)
+    gets the middle of their levels, as sklearn's QuantileTransformer does, so a
+    binary column maps to two values on either side of its split, not to 0 and 1.
+    """
+    k = tf.shape(knots)[1] - 1
+    levels = tf.linspace(0.0, 1.0, k + 1)
+    columns = tf.transpose(values)  # [D, B]
+
+    def interpolate(side: str) -> tf.Tensor:
+        hi = tf.clip_by_value(tf.searchsorted(knots, columns, side=side), 1, k)
+        lo = hi - 1
+        x_lo = tf.gather(knots, lo, batch_dims=1)
+        width = tf.gather(knots, hi, batch_dims=1) - x_lo
+        # A zero-width segment is a tie: the left search ends below it, the right above.
+        tie = 0.0 if side == "left" else 1.0
+        safe = tf.where(width > 0, width, 1.0)
+        frac = tf.clip_by_value(tf.where(width > 0, (columns - x_lo) / safe, tie), 0.0, 1.0)
+        return tf.gather(levels, lo) + frac / tf.cast(k, tf.float32)
+
+    u = 0.5 * (interpolate("left") + interpolate("right"))
+    return tf.transpose(tf.where(tf.math.is_nan(columns), columns, u))
+
+
+def _quantile_normal(values: tf.Tensor, num_quantiles: int) -> tf.Tensor:
+    """[B, D] with NaN = missing -> Φ⁻¹(empirical CDF of the training rows), NaN kept.
+
+    One analyzer per statistic over all D columns (reduce_instance_dims=False), not D of
+    them: tft.quantiles ignores NaN, min/max get ±inf in place of NaN.
+    """
+    nan = tf.math.is_nan(values)
+    quantiles = tft.quantiles(values, num_quantiles, epsilon=0.25 / num_quantiles, reduce_instance_dims=False)
+    low = tft.min(tf.where(nan, float("inf"), values), reduce_instance_dims=False)
+    high = tft.max(tf.where(nan, float("-inf"), values), reduce_instance_dims=False)
+    knots = tf.concat([low[:, tf.newaxis], tf.reshape(quantiles, [tf.shape(low)[0], -1]), high[:, tf.newaxis]], axis=1)
+    # A column with no observed training value has no CDF: everything maps to u = 0.5.
+    knots = tf.sort(tf.where(tf.math.is_finite(knots), knots, 0.0), axis=1)
+    u = tf.clip_by_value(empirical_cdf(values, knots), QUANTILE_NORMAL_EPSILON, 1.0 - QUANTILE_NORMAL_EPSILON)
+    return tf.math.ndtri(u)
 
 
 def _label_strings(x) -> tuple[tf.Tensor, tf.Tensor]:
@@ -87,7 +150,10 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
     drop = set(config["drop_columns"])
     if label not in inputs:
         raise ValueError(f"label column {label!r} is not in the data; columns: {sorted(inputs)}")
+    if config["numeric_encoding"] not in NUMERIC_ENCODINGS:
+        raise ValueError(f"numeric_encoding must be one of {NUMERIC_ENCODINGS}, got {config['numeric_encoding']!r}")
     outputs: dict[str, tf.Tensor] = {}
+    numeric: dict[str, tf.Tensor] = {}
     for name in sorted(inputs):
         if name == label or name in drop:
             continue
@@ -101,7 +167,14 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
                 vocab_filename=features.categorical_vocabulary(name),
             )
         else:
-            outputs[features.numeric_name(name)] = _numeric(x, config["z_clip"])
+            numeric[name] = _numeric_with_nan(x)
+    if numeric and config["numeric_encoding"] == "quantile_normal":
+        encoded = _quantile_normal(tf.stack(list(numeric.values()), axis=1), int(config["num_quantiles"]))
+        for i, name in enumerate(numeric):
+            outputs[features.numeric_name(name)] = encoded[:, i]
+    else:
+        for name, values in numeric.items():
+            outputs[features.numeric_name(name)] = _zscore(values, config["z_clip"])
 
     strings, present = _label_strings(inputs[label])
     # Vocabulary only over labelled rows; ordered by frequency, ties by value.

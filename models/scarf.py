@@ -15,8 +15,11 @@ Randomness: weights and tf.data shuffling follow `ScarfConfig.seed` (via
 reproducible; the fixed validation pairs use the key (seed, -1), which no step uses.
 
 Early stopping (patience `config.patience`, best weights restored): pretraining on the
-InfoNCE of fixed corrupted validation pairs; fine-tuning on validation accuracy of a
-stratified labelled split, ties broken by validation loss.
+InfoNCE of fixed corrupted validation pairs; fine-tuning on the validation log-loss of
+a stratified labelled split (or of each fold, for an ensemble of K members).
+
+Numeric inputs may be NaN (a missing cell): corruption copies NaN like any value, and
+the encoder's NumericEncoding layer imputes it and adds a missing indicator.
 
 This module knows nothing of TFX: it takes arrays and returns a Keras classifier.
 """
@@ -32,14 +35,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.scarf_config import ScarfConfig
+from models.numeric_encoding import NumericEncoding
+from models.scarf_config import FINETUNE_MONITORS, ScarfConfig
 
 __all__ = [
     "ScarfConfig", "FeatureLayout", "TabularData", "TrainingResult", "FeatureBank",
     "corruption_count", "sample_corruption_mask", "corrupt_features", "build_feature_bank",
     "FeatureCorruption", "embedding_dim", "TabularEmbedding", "L2Normalize", "build_encoder",
     "build_projection_head", "build_classifier", "info_nce_loss", "ScarfPretrainer",
-    "make_fixed_validation_pairs", "split_rows", "BestEpochStopping", "check_inputs", "pretrain", "fine_tune",
+    "make_fixed_validation_pairs", "split_rows", "stratified_folds", "fine_tuning_splits", "average_classifiers", "BestEpochStopping", "check_inputs", "pretrain", "fine_tune",
     "train_scarf_classifier",
 ]
 
@@ -57,7 +61,7 @@ class FeatureLayout:
 
 @dataclasses.dataclass
 class TabularData:
-    numeric: np.ndarray  # float32 [N, Dn]   (Dn may be 0)
+    numeric: np.ndarray  # float32 [N, Dn]   (Dn may be 0); NaN = missing
     categorical: np.ndarray  # int64 [N, Dc]   (Dc may be 0)
     labels: np.ndarray  # int64 [N]; -1 = unlabelled
 
@@ -75,9 +79,9 @@ class TabularData:
 class TrainingResult:
     classifier: keras.Model  # {"numeric", "categorical"} -> probabilities float32 [B, K]
     pretrain_history: dict[str, list[float]]  # per epoch: loss, val_loss (InfoNCE), train_seconds
-    finetune_history: dict[str, list[float]]  # per epoch: loss, accuracy, val_loss, val_accuracy, train_seconds
+    finetune_history: dict[str, list[float]]  # first member, per epoch: loss, accuracy, val_loss, ...
     summary: dict  # JSON-serialisable counts, best epochs, timings
-    encoder: keras.Model | None = None  # f, shared with the classifier; saved for warm starts
+    encoder: keras.Model | None = None  # the pretrained f (members fine-tune copies); saved for warm starts
 
 
 # --------------------------------------------------------------------------- corruption
@@ -301,15 +305,19 @@ def model_inputs(layout: FeatureLayout) -> dict[str, keras.KerasTensor]:
     }
 
 
-def build_encoder(layout: FeatureLayout, config: ScarfConfig) -> keras.Model:
-    """f: per-feature embeddings + numeric columns, then `encoder_depth` ReLU layers of `encoder_width`."""
+def build_encoder(layout: FeatureLayout, config: ScarfConfig, name: str = "encoder") -> keras.Model:
+    """f: encoded numeric features + per-feature embeddings, then `encoder_depth` ReLU
+    layers of `encoder_width` (each followed by dropout when `config.dropout` > 0)."""
     inputs = model_inputs(layout)
-    x = TabularEmbedding(layout.categorical_cardinalities, name="tabular_embedding")(
-        inputs["numeric"], inputs["categorical"]
+    numeric = NumericEncoding(config.numeric_bins, config.missing_indicators, name="numeric_encoding")(
+        inputs["numeric"]
     )
+    x = TabularEmbedding(layout.categorical_cardinalities, name="tabular_embedding")(numeric, inputs["categorical"])
     for i in range(config.encoder_depth):
         x = keras.layers.Dense(config.encoder_width, activation="relu", name=f"encoder_dense_{i}")(x)
-    return keras.Model(inputs, x, name="encoder")
+        if config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, name=f"encoder_dropout_{i}")(x)
+    return keras.Model(inputs, x, name=name)
 
 
 def build_projection_head(config: ScarfConfig) -> keras.Sequential:
@@ -322,10 +330,22 @@ def build_projection_head(config: ScarfConfig) -> keras.Sequential:
     return keras.Sequential(layers, name="projection_head")
 
 
-def build_classifier(encoder: keras.Model, num_classes: int) -> keras.Model:
+def build_classifier(encoder: keras.Model, num_classes: int, name: str = "scarf_classifier",
+                     seed: int | None = None) -> keras.Model:
     """f followed by a softmax layer; shares (does not copy) the encoder's weights."""
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(encoder.output)
-    return keras.Model(encoder.inputs, probabilities, name="scarf_classifier")
+    init = keras.initializers.GlorotUniform(seed=seed)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
+                                       kernel_initializer=init)(encoder.output)
+    return keras.Model(encoder.inputs, probabilities, name=name)
+
+
+def average_classifiers(members: list[keras.Model], layout: FeatureLayout) -> keras.Model:
+    """One model whose output is the mean of the members' probabilities (an ensemble)."""
+    if len(members) == 1:
+        return members[0]
+    inputs = model_inputs(layout)
+    mean = keras.layers.Average(name="ensemble_mean")([member(inputs) for member in members])
+    return keras.Model(inputs, mean, name="scarf_classifier")
 
 
 # --------------------------------------------------------------------------- loss
@@ -646,49 +666,104 @@ def _no_pretraining_summary(layout: FeatureLayout, config: ScarfConfig) -> dict:
     }
 
 
-def fine_tune(classifier, data: TabularData, num_classes: int, config: ScarfConfig, log_dir=None):
-    """Stage 2 on labelled rows only (label >= 0); early stopping on the validation error
-    of a stratified held-out split (ties broken by validation loss), patience
-    `config.patience`, best weights restored."""
+def stratified_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """k disjoint sorted row-index arrays covering all rows, each class dealt round-robin
+    from a random start so every fold gets its share of every class."""
+    folds = [[] for _ in range(k)]
+    start = 0
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        for i, row in enumerate(members):
+            folds[(start + i) % k].append(row)
+        start = (start + len(members)) % k
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
+
+
+def fine_tuning_splits(labels: np.ndarray, config: ScarfConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) rows per ensemble member: K folds, or one stratified holdout
+    when K = 1 or there are too few labelled rows for K folds of 2+ rows."""
+    rng = np.random.default_rng(config.seed + 1)
+    k = config.ensemble_size
+    if k > 1 and len(labels) >= 4 * k:
+        rows = np.arange(len(labels))
+        return [(np.setdiff1d(rows, fold), fold) for fold in stratified_folds(labels, k, rng)]
+    return [split_rows(len(labels), config.validation_fraction, rng, labels)]
+
+
+def _finetune_optimizer(config: ScarfConfig):
+    if config.weight_decay > 0:
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(config.learning_rate)
+
+
+def _monitor(config: ScarfConfig):
+    if config.finetune_monitor == "accuracy":
+        return lambda logs: (logs["val_accuracy"], -logs["val_loss"])
+    return lambda logs: (-logs["val_loss"],)
+
+
+def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: int, config: ScarfConfig,
+              log_dir=None):
+    """Stage 2 on labelled rows only (label >= 0). Returns (classifier, history, summary).
+
+    Each of the `ensemble_size` members starts from a copy of `encoder` (so `encoder`
+    itself stays as pretrained) plus a fresh softmax layer, and early-stops on its own
+    validation rows (`config.finetune_monitor`, patience `config.patience`, best weights
+    restored). The classifier averages the members' probabilities.
+    """
     start = time.perf_counter()
     labelled = data.take(np.flatnonzero(data.labels >= 0))
     if len(labelled) == 0:
         raise ValueError("no labelled rows to fine-tune on")
-    rng = np.random.default_rng(config.seed + 1)
-    train_rows, val_rows = split_rows(len(labelled), config.validation_fraction, rng, labelled.labels)
-    train, val = labelled.take(train_rows), labelled.take(val_rows)
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=True,
-    )
-    train_ds, steps, _ = _training_dataset(train.inputs(), train.labels, len(train), config, drop_remainder=False)
-    val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
-    callbacks, timer, stopper = _callbacks(
-        lambda logs: (logs["val_accuracy"], -logs["val_loss"]), config, log_dir, "finetune", val_ds is not None
-    )
-    history = classifier.fit(
-        train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=0,
-    )
-    hist = _history(history)
-    hist["train_seconds"] = [float(x) for x in timer.train_seconds]
-    best = stopper is not None and stopper.best_epoch is not None
+    members, histories, best_epochs, best_losses, epochs_run = [], [], [], [], []
+    splits = fine_tuning_splits(labelled.labels, config)
+    for k, (train_rows, val_rows) in enumerate(splits):
+        train, val = labelled.take(train_rows), labelled.take(val_rows)
+        member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
+        member_encoder.set_weights(encoder.get_weights())
+        member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k)
+        member.compile(
+            optimizer=_finetune_optimizer(config),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=True,
+        )
+        train_ds, steps, _ = _training_dataset(train.inputs(), train.labels, len(train),
+                                               dataclasses.replace(config, seed=config.seed + k), drop_remainder=False)
+        val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
+        callbacks, timer, stopper = _callbacks(
+            _monitor(config), config, log_dir if k == 0 else None, "finetune", val_ds is not None
+        )
+        history = member.fit(
+            train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=0,
+        )
+        hist = _history(history)
+        hist["train_seconds"] = [float(x) for x in timer.train_seconds]
+        histories.append(hist)
+        members.append(member)
+        epochs_run.append(len(hist.get("loss", [])))
+        if stopper is not None and stopper.best_epoch is not None:
+            best_epochs.append(stopper.best_epoch + 1)
+            best_losses.append(float(hist["val_loss"][stopper.best_epoch]))
+    classifier = average_classifiers(members, layout)
+    first_val = len(splits[0][1])
     summary = {
         "finetune_labelled_rows": len(labelled),
-        "finetune_train_rows": len(train),
-        "finetune_validation_rows": len(val),
-        "finetune_epochs_run": len(hist.get("loss", [])),
-        "finetune_best_epoch": stopper.best_epoch + 1 if best else None,
-        "finetune_best_val_accuracy": stopper.best[0] if best else None,
-        "finetune_best_val_loss": -stopper.best[1] if best else None,
+        "finetune_train_rows": len(splits[0][0]),
+        "finetune_validation_rows": first_val,
+        "ensemble_size": len(members),
+        "finetune_epochs_run": epochs_run[0],
+        "finetune_best_epoch": best_epochs[0] if best_epochs else None,
+        "finetune_best_epochs": best_epochs,
+        "finetune_best_val_loss": float(np.mean(best_losses)) if best_losses else None,
+        "finetune_monitor": config.finetune_monitor,
         "finetune_seconds": time.perf_counter() - start,
     }
-    return hist, summary
+    return classifier, histories[0], summary
 
 
-def check_inputs(data: TabularData, layout: FeatureLayout, num_classes: int) -> None:
+def check_inputs(data: TabularData, layout: FeatureLayout, num_classes: int, config: ScarfConfig | None = None) -> None:
     """Raises ValueError, before any training, on inputs the model cannot use."""
     n = len(data.labels)
     dn, dc = len(layout.numeric_names), len(layout.categorical_names)
@@ -705,14 +780,21 @@ def check_inputs(data: TabularData, layout: FeatureLayout, num_classes: int) -> 
         )
     if n == 0:
         raise ValueError("no rows to train on")
-    if dn and not np.all(np.isfinite(data.numeric)):
-        raise ValueError("numeric features must be finite (impute missing values first)")
+    if dn and np.any(np.isinf(data.numeric)):
+        raise ValueError("numeric features must be finite or NaN (missing), not inf")
     if dc:
         cards = np.asarray(layout.categorical_cardinalities)
         bad = np.flatnonzero((data.categorical.min(axis=0) < 0) | (data.categorical.max(axis=0) >= cards))
         if len(bad):
             name = layout.categorical_names[bad[0]]
             raise ValueError(f"categorical feature {name!r} has ids outside [0, {cards[bad[0]]})")
+    if config is not None:
+        if config.finetune_monitor not in FINETUNE_MONITORS:
+            raise ValueError(f"finetune_monitor must be one of {FINETUNE_MONITORS}, got {config.finetune_monitor!r}")
+        if config.ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {config.ensemble_size}")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {config.dropout}")
     if np.any((data.labels < -1) | (data.labels >= num_classes)):
         raise ValueError(f"labels must lie in [0, {num_classes}) or be -1 (unlabelled)")
     if not np.any(data.labels >= 0):
@@ -733,17 +815,16 @@ def train_scarf_classifier(
     `init_encoder` (warm start) is called on the freshly built f before pretraining, to
     load an earlier model's weights into it (see models.warm_start); it returns what it
     carried over, which goes into the summary as `warm_start`."""
-    check_inputs(data, layout, num_classes)
+    check_inputs(data, layout, num_classes, config)
     data = TabularData(
         np.asarray(data.numeric, np.float32), np.asarray(data.categorical, np.int64), np.asarray(data.labels, np.int64)
     )
-    # Weight init and shuffling follow the seed. f and the classifier are built before
-    # the head, so pretrain=True and pretrain=False start from identical weights and
-    # differ only by the pretraining.
+    # Weight init and shuffling follow the seed, and the softmax layers are seeded, so
+    # pretrain=True and pretrain=False start from identical weights and differ only by
+    # the pretraining.
     keras.utils.set_random_seed(config.seed)
     encoder = build_encoder(layout, config)
     warm_start = init_encoder(encoder) if init_encoder is not None else None
-    classifier = build_classifier(encoder, num_classes)
     summary = {"pretrained": config.pretrain, "rows": len(data), "num_features": layout.num_features,
                "warm_started": warm_start is not None}
     if warm_start is not None:
@@ -754,7 +835,7 @@ def train_scarf_classifier(
     else:
         stage = _no_pretraining_summary(layout, config)
     summary.update(stage)
-    finetune_history, stage = fine_tune(classifier, data, num_classes, config, log_dir)
+    classifier, finetune_history, stage = fine_tune(encoder, data, layout, num_classes, config, log_dir)
     summary.update(stage)
     summary["unlabelled_rows"] = int((data.labels < 0).sum())
     return TrainingResult(classifier, pretrain_history, finetune_history, summary, encoder)

@@ -35,6 +35,8 @@ def encoder_signature(layout, config: ScarfConfig, vocabularies: dict[str, list[
         "vocabularies": {name: list(terms) for name, terms in vocabularies.items()},
         "encoder_width": int(config.encoder_width),
         "encoder_depth": int(config.encoder_depth),
+        "numeric_bins": int(config.numeric_bins),
+        "missing_indicators": bool(config.missing_indicators),
     }
 
 
@@ -70,7 +72,9 @@ def warm_start_checkpoint(base_model: str | None, config: ScarfConfig) -> Encode
     layout = FeatureLayout(tuple(previous["numeric_names"]), tuple(previous["categorical_names"]),
                            tuple(int(c) for c in previous["categorical_cardinalities"]))
     logging.info("warm start: encoder weights from %s", base_dir)
-    return EncoderCheckpoint(local, layout, previous.get("vocabularies", {}))
+    return EncoderCheckpoint(local, layout, previous.get("vocabularies", {}),
+                             numeric_bins=int(previous.get("numeric_bins", 0)),
+                             missing_indicators=bool(previous.get("missing_indicators", False)))
 
 
 def read_transformed(file_pattern, data_accessor, tf_transform_output, layout) -> TabularData:

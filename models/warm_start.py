@@ -7,14 +7,15 @@ each id another term's embedding. Instead the weights are matched by what they m
 
 - dense layers after the first: copied (same width and depth required);
 - first dense layer: the input rows of a numeric feature present in both layouts are
-  copied by feature name; the rows of a categorical feature's embedding block likewise,
+  copied by feature name when both encode numeric features alike (same PLE bins and
+  missing indicators); the rows of a categorical feature's embedding block likewise,
   when its embedding width is unchanged;
 - embedding tables: row by row, by vocabulary *term*, plus the OOV buckets;
 - anything new (a feature, a term, a widened embedding) keeps its fresh initialisation.
 
 So a row made only of features and terms both layouts know is encoded exactly as the
-old encoder encoded it, as long as every new numeric feature sits at its mean (0 after
-the z-score). Pretraining then resumes from there.
+old encoder encoded it, as long as every new numeric feature sits at 0 (its median
+under the quantile-normal encoding). Pretraining then resumes from there.
 """
 from __future__ import annotations
 
@@ -40,14 +41,18 @@ class EncoderCheckpoint:
     weights_path: str
     layout: FeatureLayout
     vocabularies: Mapping[str, Sequence[str]]
+    # How that encoder read numeric features; checkpoints older than NumericEncoding
+    # read the bare value (0 bins, no missing indicator).
+    numeric_bins: int = 0
+    missing_indicators: bool = False
 
 
-def _input_rows(layout: FeatureLayout, embedding_widths: Sequence[int]) -> dict[str, slice]:
-    """Each feature's rows in the first dense layer's kernel: numeric columns, then embeddings."""
+def _input_rows(layout: FeatureLayout, numeric_width: int, embedding_widths: Sequence[int]) -> dict[str, slice]:
+    """Each feature's rows in the first dense layer's kernel: numeric blocks, then embeddings."""
     rows, at = {}, 0
     for name in layout.numeric_names:
-        rows[name] = slice(at, at + 1)
-        at += 1
+        rows[name] = slice(at, at + numeric_width)
+        at += numeric_width
     for name, width in zip(layout.categorical_names, embedding_widths):
         rows[name] = slice(at, at + width)
         at += width
@@ -57,7 +62,8 @@ def _input_rows(layout: FeatureLayout, embedding_widths: Sequence[int]) -> dict[
 def _parts(encoder: keras.Model):
     embedding = encoder.get_layer("tabular_embedding")
     dense = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Dense)]
-    return [e.embeddings for e in embedding.embeddings], dense
+    numeric = encoder.get_layer("numeric_encoding")
+    return [e.embeddings for e in embedding.embeddings], dense, numeric
 
 
 def _transfer_table(source: np.ndarray, target: np.ndarray, source_terms: Sequence[str],
@@ -90,8 +96,10 @@ def transfer_encoder_weights(
     Raises ValueError when the encoders' dense stacks differ in depth or width. Returns
     counts of what was carried over and what starts fresh, for the run summary.
     """
-    source_tables, source_dense = _parts(source)
-    target_tables, target_dense = _parts(target)
+    source_tables, source_dense, source_numeric = _parts(source)
+    target_tables, target_dense, target_numeric = _parts(target)
+    same_numeric = source_numeric.bins == target_numeric.bins and (
+        source_numeric.missing_indicators == target_numeric.missing_indicators)
     if [d.units for d in source_dense] != [d.units for d in target_dense]:
         raise ValueError(f"encoder shapes differ: {[d.units for d in source_dense]} vs "
                          f"{[d.units for d in target_dense]}")
@@ -100,15 +108,15 @@ def transfer_encoder_weights(
 
     source_widths = [int(v.shape[1]) for v in source_tables]
     target_widths = [int(v.shape[1]) for v in target_tables]
-    source_rows = _input_rows(source_layout, source_widths)
-    target_rows = _input_rows(target_layout, target_widths)
+    source_rows = _input_rows(source_layout, source_numeric.width_per_feature, source_widths)
+    target_rows = _input_rows(target_layout, target_numeric.width_per_feature, target_widths)
     source_kernel = np.asarray(source_dense[0].kernel)
     kernel = np.array(target_dense[0].kernel)
     stats = {"numeric_carried": [], "categorical_carried": [], "terms_carried": 0, "terms_new": 0,
              "fresh": [], "dropped": sorted(set(source_rows) - set(target_rows))}
 
     for name in target_layout.numeric_names:
-        if name in source_layout.numeric_names:
+        if name in source_layout.numeric_names and same_numeric:
             kernel[target_rows[name]] = source_kernel[source_rows[name]]
             stats["numeric_carried"].append(name)
         else:
@@ -140,6 +148,8 @@ def warm_start_encoder(encoder: keras.Model, layout: FeatureLayout, vocabularies
     """Loads `checkpoint` into a scratch encoder of its own layout, then carries it into `encoder`.
 
     The checkpoint must come from an encoder of `config`'s width and depth (else ValueError)."""
-    source = build_encoder(checkpoint.layout, config)
+    source_config = dataclasses.replace(config, numeric_bins=checkpoint.numeric_bins,
+                                        missing_indicators=checkpoint.missing_indicators, dropout=0.0)
+    source = build_encoder(checkpoint.layout, source_config)
     source.load_weights(checkpoint.weights_path)
     return transfer_encoder_weights(source, checkpoint.layout, checkpoint.vocabularies, encoder, layout, vocabularies)

@@ -37,25 +37,120 @@ def _transform(rows, config):
     return transformed
 
 
+def _transform_fn(rows, config):
+    """Analyses `rows` only; returns the written transform graph (what serving loads)."""
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
+    work, graph = tempfile.mkdtemp(), tempfile.mkdtemp()
+    with tft_beam.Context(temp_dir=work, force_tf_compat_v1=False):
+        transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(lambda inputs: preprocessing_fn(inputs, config))
+        _ = transform_fn | tft_beam.WriteTransformFn(graph)
+    return tft.TFTransformOutput(graph)
+
+
+def _serve(output, rows):
+    """Applies a written transform graph to raw rows through tf.Examples, as serving does."""
+    def example(row):
+        feature = {}
+        for name, values in row.items():
+            if not values:
+                continue
+            if isinstance(values[0], bytes):
+                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+            elif isinstance(values[0], int):
+                feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+            else:
+                feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    raw = tf.io.parse_example(tf.constant([example(r) for r in rows]), RAW_SPEC)
+    return {k: v.numpy() for k, v in output.transform_features_layer()(raw).items()}
+
+
+ZSCORE = {"label": "y", "drop_columns": ["leak"], "z_clip": 1.5, "numeric_encoding": "zscore"}
+
+
 @pytest.fixture(scope="module")
 def out():
-    return _transform(ROWS, {"label": "y", "drop_columns": ["leak"], "z_clip": 1.5})
+    return _transform(ROWS, ZSCORE)
 
 
-def test_outputs_one_transformed_feature_per_raw_feature(out):
-    assert set(out[0]) == {"num__x", "num__n", "cat__s", features.LABEL_KEY, features.LABEL_WEIGHT_KEY}
-
-
-def test_numeric_missing_and_nan_are_mean_imputed_to_zero(out):
+def test_zscore_missing_and_nan_stay_nan_and_observed_values_are_standardised(out):
     x = [float(r["num__x"]) for r in out]
-    # observed 1, 3, 5 -> mean 3, std sqrt(8/3); missing and NaN -> mean -> z = 0
+    # observed 1, 3, 5 -> mean 3, std sqrt(8/3); missing and NaN cells stay NaN (the model imputes)
     std = math.sqrt(8 / 3)
-    np.testing.assert_allclose(x, [-2 / std, 0.0, 0.0, 0.0, 2 / std], rtol=1e-5)
+    np.testing.assert_allclose(x, [-2 / std, 0.0, np.nan, np.nan, 2 / std], rtol=1e-5)
 
 
 def test_z_scores_are_clipped(out):
     n = [float(r["num__n"]) for r in out]
     assert max(n) == pytest.approx(1.5) and min(n) > -1.5
+
+
+def test_empirical_cdf_interpolates_and_gives_ties_the_middle_of_their_levels():
+    from models.preprocessing import empirical_cdf
+
+    knots = tf.constant([[0.0, 0.0, 0.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    values = tf.constant([[0.0, 1.0], [1.0, 2.5], [float("nan"), 6.0], [0.5, -1.0]])
+    got = empirical_cdf(values, knots).numpy()
+    # column 0: 0 ties levels 0..0.5 -> 0.25; 1 ties 0.75..1 -> 0.875; 0.5 halfway 0.5..0.75
+    # column 1: linear between knots, clamped to [0, 1] outside them
+    np.testing.assert_allclose(got, [[0.25, 0.0], [0.875, 0.375], [np.nan, 1.0], [0.625, 0.0]])
+
+
+def _numeric_rows(values):
+    return [{"x": [] if v is None else [float(v)], "n": [i], "s": [b"a"], "y": [b"yes" if i % 2 else b"no"],
+             "leak": [0.0]} for i, v in enumerate(values)]
+
+
+QUANTILE = {"label": "y", "drop_columns": ["leak"], "numeric_encoding": "quantile_normal", "num_quantiles": 32}
+
+
+@pytest.fixture(scope="module")
+def quantile_graph():
+    # Training split: heavy-tailed, with gaps. Boundaries must come from these rows only.
+    rng = np.random.default_rng(0)
+    values = list(np.exp(rng.normal(size=400)) * 100.0)
+    values[::10] = [None] * len(values[::10])
+    return _transform_fn(_numeric_rows(values), QUANTILE), values
+
+
+def test_quantile_normal_maps_training_rows_to_standard_normal_shape(quantile_graph):
+    output, values = quantile_graph
+    z = _serve(output, _numeric_rows(values))["num__x"]
+    observed = z[[v is not None for v in values]]
+    assert abs(np.mean(observed)) < 0.1 and 0.85 < np.std(observed) < 1.15  # lognormal in, ~N(0, 1) out
+    assert np.max(np.abs(observed)) <= 3.1
+    order = np.argsort([v for v in values if v is not None])
+    assert np.all(np.diff(observed[order]) >= -1e-6)  # monotone in the raw value
+
+
+def test_quantile_normal_boundaries_come_from_the_training_split_only(quantile_graph):
+    output, values = quantile_graph
+    median = float(np.median([v for v in values if v is not None]))
+    # Serving rows far outside the training range clamp to the training extremes; the
+    # training median maps to ~0 whatever the serving batch looks like.
+    z = _serve(output, _numeric_rows([median, 1e9, -1e9, median]))["num__x"]
+    assert abs(z[0]) < 0.1 and z[0] == pytest.approx(z[3])
+    assert z[1] == pytest.approx(3.0902, abs=1e-3) and z[2] == pytest.approx(-3.0902, abs=1e-3)
+
+
+def test_quantile_normal_missing_cell_encodes_as_nan_at_serving(quantile_graph):
+    output, _ = quantile_graph
+    z = _serve(output, _numeric_rows([None, float("nan"), 100.0]))["num__x"]
+    assert np.isnan(z[0]) and np.isnan(z[1]) and np.isfinite(z[2])
+
+
+def test_quantile_normal_serving_equals_the_beam_transform():
+    rows = _numeric_rows([3.0, None, 1.0, 8.0, 8.0, 2.0, 100.0, 5.0])
+    beam = np.array([float(r["num__x"]) for r in _transform(rows, QUANTILE)])
+    served = _serve(_transform_fn(rows, QUANTILE), rows)["num__x"]
+    np.testing.assert_allclose(served, beam, rtol=1e-6)
+    assert np.isnan(served[1])
+
+
+def test_unknown_numeric_encoding_is_a_clear_error():
+    with pytest.raises(ValueError, match="numeric_encoding must be one of"):
+        _transform(ROWS, {"label": "y", "numeric_encoding": "magic"})
 
 
 def test_categorical_ids_and_missing_as_own_category(out):

@@ -52,7 +52,8 @@ def _fresh(layout, seed=0):
 
 def test_training_starts_from_the_given_encoder_weights(tmp_path):
     previous, path = _saved_encoder(tmp_path, LAYOUT, seed=99)
-    checkpoint = EncoderCheckpoint(path, LAYOUT, VOCABS)
+    checkpoint = EncoderCheckpoint(path, LAYOUT, VOCABS, numeric_bins=FROZEN.numeric_bins,
+                                   missing_indicators=FROZEN.missing_indicators)
 
     def init(encoder):
         return warm_start_encoder(encoder, LAYOUT, VOCABS, checkpoint, FROZEN)
@@ -90,7 +91,8 @@ def test_rows_of_known_features_and_terms_encode_as_before_after_the_layout_chan
     # 'd' is new: its embedding is fresh, so compare with the old encoder plus d's own
     # contribution removed, by giving the new encoder's d-block rows zero weight.
     kernel = np.array(new.get_layer("encoder_dense_0").kernel)
-    d_rows = slice(2 + embedding_dim(11), None)
+    numeric_width = new.get_layer("numeric_encoding").width_per_feature  # value + missing indicator
+    d_rows = slice(2 * numeric_width + embedding_dim(11), None)
     kernel[d_rows] = 0.0
     new.get_layer("encoder_dense_0").kernel.assign(kernel)
     after = _encode(new, np.c_[a, np.zeros_like(a)], np.c_[new_ids, np.zeros(len(terms), np.int64)])
@@ -102,6 +104,13 @@ def test_rows_of_known_features_and_terms_encode_as_before_after_the_layout_chan
     positional.get_layer("encoder_dense_0").kernel.assign(kernel)
     wrong = _encode(positional, np.c_[a, np.zeros_like(a)], np.c_[new_ids, np.zeros(len(terms), np.int64)])
     assert not np.allclose(wrong[:2], before[:2], atol=1e-3)
+
+
+def test_numeric_features_start_fresh_when_the_numeric_encoding_changed():
+    old = _fresh(OLD, seed=1)
+    new = build_encoder(OLD, dataclasses.replace(FROZEN, numeric_bins=4))  # 5 inputs per numeric feature, not 2
+    stats = transfer_encoder_weights(old, OLD, {"c": OLD_TERMS}, new, OLD, {"c": OLD_TERMS})
+    assert stats["numeric_carried"] == [] and stats["fresh"] == ["a", "b"] and stats["categorical_carried"] == ["c"]
 
 
 def test_a_feature_whose_embedding_width_changed_starts_fresh():

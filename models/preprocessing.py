@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features
+from models.scarf_config import NUMERIC_ENCODINGS
 
 DEFAULTS = {
     "label": "",
@@ -35,7 +36,6 @@ DEFAULTS = {
     "num_quantiles": 128,
 }
 
-NUMERIC_ENCODINGS = ("quantile_normal", "zscore")
 # u is kept inside [e, 1 - e] before the inverse normal CDF: |value| <= 3.09.
 QUANTILE_NORMAL_EPSILON = 1e-3
 

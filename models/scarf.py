@@ -702,65 +702,104 @@ def _monitor(config: ScarfConfig):
     return lambda logs: (-logs["val_loss"],)
 
 
+def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: TabularData, num_classes: int,
+                config: ScarfConfig, k: int, log_dir=None):
+    """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on
+    `train` and early-stopped on `val`. Returns (member, history, best epoch or None)."""
+    member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
+    member_encoder.set_weights(encoder.get_weights())
+    member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k)
+    member.compile(
+        optimizer=_finetune_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=True,
+    )
+    train_ds, steps, _ = _training_dataset(train.inputs(), train.labels, len(train),
+                                           dataclasses.replace(config, seed=config.seed + k), drop_remainder=False)
+    val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
+    callbacks, timer, stopper = _callbacks(_monitor(config), config, log_dir, "finetune", val_ds is not None)
+    history = member.fit(
+        train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
+        callbacks=callbacks, verbose=0,
+    )
+    hist = _history(history)
+    hist["train_seconds"] = [float(x) for x in timer.train_seconds]
+    best = stopper.best_epoch if stopper is not None else None
+    return member, hist, best
+
+
+def pseudo_labels(classifier, data: TabularData, threshold: float) -> TabularData:
+    """The unlabelled rows the classifier is at least `threshold` sure of, labelled with its
+    prediction (self-training). Rows stay unlabelled in `data` itself."""
+    unlabelled = data.take(np.flatnonzero(data.labels < 0))
+    if len(unlabelled) == 0:
+        return unlabelled
+    probabilities = classifier.predict(unlabelled.inputs(), batch_size=4096, verbose=0)
+    confident = np.flatnonzero(probabilities.max(axis=1) >= threshold)
+    chosen = unlabelled.take(confident)
+    chosen.labels = probabilities[confident].argmax(axis=1).astype(np.int64)
+    return chosen
+
+
+def _concat(a: TabularData, b: TabularData) -> TabularData:
+    return TabularData(np.concatenate([a.numeric, b.numeric]), np.concatenate([a.categorical, b.categorical]),
+                       np.concatenate([a.labels, b.labels]))
+
+
 def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: int, config: ScarfConfig,
               log_dir=None):
-    """Stage 2 on labelled rows only (label >= 0). Returns (classifier, history, summary).
+    """Stage 2 on labelled rows (label >= 0). Returns (classifier, history, summary).
 
     Each of the `ensemble_size` members starts from a copy of `encoder` (so `encoder`
     itself stays as pretrained) plus a fresh softmax layer, and early-stops on its own
     validation rows (`config.finetune_monitor`, patience `config.patience`, best weights
-    restored). The classifier averages the members' probabilities.
+    restored). The classifier averages the members' probabilities. With
+    `self_training_rounds`, the members are then refitted, each round, on their training
+    rows plus the unlabelled rows the current ensemble labels with confidence >=
+    `pseudo_label_threshold`; validation stays on true labels only.
     """
     start = time.perf_counter()
     labelled = data.take(np.flatnonzero(data.labels >= 0))
     if len(labelled) == 0:
         raise ValueError("no labelled rows to fine-tune on")
-    members, histories, best_epochs, best_losses, epochs_run = [], [], [], [], []
     splits = fine_tuning_splits(labelled.labels, config)
-    for k, (train_rows, val_rows) in enumerate(splits):
-        train, val = labelled.take(train_rows), labelled.take(val_rows)
-        member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
-        member_encoder.set_weights(encoder.get_weights())
-        member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k)
-        member.compile(
-            optimizer=_finetune_optimizer(config),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=True,
-        )
-        train_ds, steps, _ = _training_dataset(train.inputs(), train.labels, len(train),
-                                               dataclasses.replace(config, seed=config.seed + k), drop_remainder=False)
-        val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
-        callbacks, timer, stopper = _callbacks(
-            _monitor(config), config, log_dir if k == 0 else None, "finetune", val_ds is not None
-        )
-        history = member.fit(
-            train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=0,
-        )
-        hist = _history(history)
-        hist["train_seconds"] = [float(x) for x in timer.train_seconds]
-        histories.append(hist)
-        members.append(member)
-        epochs_run.append(len(hist.get("loss", [])))
-        if stopper is not None and stopper.best_epoch is not None:
-            best_epochs.append(stopper.best_epoch + 1)
-            best_losses.append(float(hist["val_loss"][stopper.best_epoch]))
-    classifier = average_classifiers(members, layout)
-    first_val = len(splits[0][1])
+    pseudo = TabularData(data.numeric[:0], data.categorical[:0], data.labels[:0])
+    pseudo_counts = []
+    for round_ in range(1 + config.self_training_rounds):
+        if round_:
+            pseudo = pseudo_labels(classifier, data, config.pseudo_label_threshold)
+            pseudo_counts.append(len(pseudo))
+            if len(pseudo) == 0:
+                break
+        members, histories, best_epochs, best_losses, epochs_run = [], [], [], [], []
+        for k, (train_rows, val_rows) in enumerate(splits):
+            train = _concat(labelled.take(train_rows), pseudo)
+            member, hist, best = _fit_member(encoder, layout, train, labelled.take(val_rows), num_classes, config, k,
+                                             log_dir if k == 0 and round_ == 0 else None)
+            members.append(member)
+            histories.append(hist)
+            epochs_run.append(len(hist.get("loss", [])))
+            if best is not None:
+                best_epochs.append(best + 1)
+                best_losses.append(float(hist["val_loss"][best]))
+        classifier = average_classifiers(members, layout)
+        if round_ == 0:
+            first_history = histories[0]
     summary = {
         "finetune_labelled_rows": len(labelled),
         "finetune_train_rows": len(splits[0][0]),
-        "finetune_validation_rows": first_val,
+        "finetune_validation_rows": len(splits[0][1]),
         "ensemble_size": len(members),
         "finetune_epochs_run": epochs_run[0],
         "finetune_best_epoch": best_epochs[0] if best_epochs else None,
         "finetune_best_epochs": best_epochs,
         "finetune_best_val_loss": float(np.mean(best_losses)) if best_losses else None,
         "finetune_monitor": config.finetune_monitor,
+        "pseudo_labelled_rows": pseudo_counts,
         "finetune_seconds": time.perf_counter() - start,
     }
-    return classifier, histories[0], summary
+    return classifier, first_history, summary
 
 
 def check_inputs(data: TabularData, layout: FeatureLayout, num_classes: int, config: ScarfConfig | None = None) -> None:

@@ -2,6 +2,7 @@
 import dataclasses
 
 FINETUNE_MONITORS = ("loss", "accuracy")
+NUMERIC_ENCODINGS = ("quantile_normal", "zscore")  # Transform's numeric encodings (models/preprocessing.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,3 +44,8 @@ class ScarfConfig:
     # on stratified fold k of the labelled rows and trained on the others; the exported
     # model averages their probabilities. K = 1: one member, `validation_fraction` held out.
     ensemble_size: int = 1
+    # Label-scarce self-training: after fine-tuning, refit the members this many times on
+    # their rows plus the unlabelled rows the ensemble predicts with at least this
+    # probability (labelled with that prediction). 0 = off.
+    self_training_rounds: int = 0
+    pseudo_label_threshold: float = 0.9

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from models.scarf_config import ScarfConfig
+from models.scarf_config import FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig
 
 PIPELINE_NAME = "scarfx"
 
@@ -155,6 +155,21 @@ class PipelineConfig:
             raise ConfigError(f"scarf.temperature must be > 0, got {s.temperature}")
         if s.batch_size < 2:
             raise ConfigError(f"scarf.batch_size must be >= 2, got {s.batch_size}")
+        if s.finetune_monitor not in FINETUNE_MONITORS:
+            raise ConfigError(f"scarf.finetune_monitor must be one of {', '.join(FINETUNE_MONITORS)}, "
+                              f"got {s.finetune_monitor!r}")
+        if s.ensemble_size < 1:
+            raise ConfigError(f"scarf.ensemble_size must be >= 1, got {s.ensemble_size}")
+        if not 0.0 <= s.dropout < 1.0:
+            raise ConfigError(f"scarf.dropout must lie in [0, 1), got {s.dropout}")
+        if s.numeric_bins < 0 or s.numeric_bins == 1:
+            raise ConfigError(f"scarf.numeric_bins must be 0 (off) or >= 2, got {s.numeric_bins}")
+        t = cfg.transform
+        if t.numeric_encoding not in NUMERIC_ENCODINGS:
+            raise ConfigError(f"transform.numeric_encoding must be one of {', '.join(NUMERIC_ENCODINGS)}, "
+                              f"got {t.numeric_encoding!r}")
+        if t.num_quantiles < 2:
+            raise ConfigError(f"transform.num_quantiles must be >= 2, got {t.num_quantiles}")
         for name in ("min_accuracy", "min_auc"):
             v = getattr(cfg.gate, name)
             if not 0.0 <= v <= 1.0:

@@ -715,12 +715,21 @@ def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: Tabular
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=True,
     )
-    train_ds, steps, _ = _training_dataset(train.inputs(), train.labels, len(train),
-                                           dataclasses.replace(config, seed=config.seed + k), drop_remainder=False)
+    min_steps = config.min_steps_per_epoch if config.finetune_min_steps_per_epoch is None \
+        else config.finetune_min_steps_per_epoch
+    train_ds, steps, _ = _training_dataset(
+        train.inputs(), train.labels, len(train),
+        dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
+    )
+    # Epochs shorter than min_steps_per_epoch are validated more often; patience and the
+    # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
+    scale = max(1, math.ceil(config.min_steps_per_epoch / steps))
+    stage_config = dataclasses.replace(config, patience=config.patience * scale,
+                                       finetune_epochs=config.finetune_epochs * scale)
     val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
-    callbacks, timer, stopper = _callbacks(_monitor(config), config, log_dir, "finetune", val_ds is not None)
+    callbacks, timer, stopper = _callbacks(_monitor(config), stage_config, log_dir, "finetune", val_ds is not None)
     history = member.fit(
-        train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
+        train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
         callbacks=callbacks, verbose=0,
     )
     hist = _history(history)

@@ -40,6 +40,11 @@ class ScarfConfig:
     # with the loss breaking ties. Accuracy picks the all-majority epoch on imbalanced
     # tables; the loss does not.
     finetune_monitor: str = "loss"
+    # Fine-tuning epochs of at least this many steps (None = min_steps_per_epoch). On a
+    # few hundred labelled rows, 20 steps are 10 passes: the best model can lie inside
+    # the first such epoch, out of early stopping's reach. Smaller epochs are validated
+    # more often, with patience and the epoch cap scaled to the same number of steps.
+    finetune_min_steps_per_epoch: int | None = None
     # K > 1: K members fine-tuned from the same pretrained encoder, member k validated
     # on stratified fold k of the labelled rows and trained on the others; the exported
     # model averages their probabilities. K = 1: one member, `validation_fraction` held out.

@@ -70,6 +70,12 @@ class ExportModule(tf.Module):
         self._serving_spec = {k: raw_spec[k] for k in serving_features}
         self._full_spec = {k: raw_spec[k] for k in [*serving_features, label]}
         self.class_names = tf.constant(class_names(tf_transform_output))
+        # The matrices' widths are part of the signature: the classifier's layers (its
+        # NumericEncoding first) need them static, and no other width is valid anyway.
+        self.classify_transformed = tf.function(self._classify_transformed, input_signature=[
+            tf.TensorSpec([None, len(self._layout.numeric_names)], tf.float32, name="numeric"),
+            tf.TensorSpec([None, len(self._layout.categorical_names)], tf.int64, name="categorical"),
+        ])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(self, examples):
@@ -83,8 +89,7 @@ class ExportModule(tf.Module):
             "classes": tf.tile(self.class_names[tf.newaxis, :], tf.stack([batch, 1])),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.int64)])
-    def classify_transformed(self, numeric, categorical):
+    def _classify_transformed(self, numeric, categorical):
         """The classifier alone, on transformed matrices: what models/attributions.py explains.
 
         A saved tf.function, not a signature: the serving API does not change, but the

@@ -3,10 +3,11 @@
 A model that is promoted automatically must be explainable to the people who own it,
 and they would rather look at one page than read logs. The page shows the gate's
 verdict, the eval metrics against the baseline with the thresholds, which features
-drive predictions (SHAP, models/attributions.py), how pretraining and fine-tuning went,
-the data summary with TFDV anomalies, and drift against the previous statistics when
-given. Charts are inline base64 PNGs (matplotlib Agg): the file opens offline, from
-an e-mail attachment or an artifact store, with no network assets.
+drive predictions (SHAP, models/attributions.py), how pretraining and fine-tuning went
+(with the numeric encoding, ensembling and self-training used), the data summary with
+TFDV anomalies, and drift against the previous statistics when given. Charts are
+inline base64 PNGs (matplotlib Agg): the file opens offline, from an e-mail attachment
+or an artifact store, with no network assets.
 
 Artifact: `Report` (TYPE_NAME `scarfx.Report`), a directory holding `report.html`.
 No `from __future__ import annotations` here: TFX parses the component's annotations.
@@ -217,6 +218,35 @@ def read_thresholds(evaluation_uri: str) -> list[dict]:
     return rows
 
 
+def model_settings(training: dict, numeric_encoding: str = "") -> list[tuple[str, str]]:
+    """(setting, value) rows: how the model read its inputs and how it was fine-tuned.
+
+    `numeric_encoding` is the Transform's setting (the Trainer never sees it); the rest
+    comes from the training summary, else from the run's SCARF config (where a config
+    file left a key out, ScarfConfig's default applies).
+    """
+    import dataclasses
+
+    from models.scarf_config import ScarfConfig
+
+    config = {f.name: f.default for f in dataclasses.fields(ScarfConfig)}
+    config.update(training.get("config") or {})
+    s = training.get("summary") or {}
+    bins = int(config["numeric_bins"])
+    members = int(s.get("ensemble_size", config["ensemble_size"]))
+    rounds = int(config["self_training_rounds"])
+    pseudo = ", ".join(str(n) for n in s.get("pseudo_labelled_rows") or []) or "none"
+    monitor = s.get("finetune_monitor", config["finetune_monitor"])
+    return [
+        ("numeric encoding (Transform)", numeric_encoding or "not recorded"),
+        ("numeric bins (piecewise-linear)", f"{bins} per feature" if bins else "0 (the encoded value itself)"),
+        ("missing indicators", "yes" if config["missing_indicators"] else "no"),
+        ("ensemble size", f"{members} (K-fold members, probabilities averaged)" if members > 1 else "1 (one model)"),
+        ("self-training rounds", f"{rounds} (pseudo-labelled rows per round: {pseudo})" if rounds else "0 (off)"),
+        ("fine-tuning monitor", f"{monitor} (validation {'log-loss' if monitor == 'loss' else monitor})"),
+    ]
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -321,6 +351,7 @@ def render_html(
     anomalies: Optional[list[str]] = None,
     drift_rows: Optional[list[dict]] = None,
     examples_in_stats: Optional[int] = None,
+    numeric_encoding: str = "",
 ) -> str:
     """The report page from already-loaded parts; every part may be missing and says so."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -394,7 +425,10 @@ def render_html(
         else:
             facts.append("no pretraining")
         if "finetune_labelled_rows" in s:
-            facts.append(f"fine-tuning: {s['finetune_labelled_rows']} labelled rows")
+            fine = f"fine-tuning: {s['finetune_labelled_rows']} labelled rows"
+            if s.get("finetune_best_val_loss") is not None:
+                fine += f", best validation log-loss {s['finetune_best_val_loss']:.4f}"
+            facts.append(fine)
         if training.get("warm_start_from") or s.get("warm_start_from"):
             carried = s.get("warm_start") or {}
             detail = ""
@@ -405,6 +439,8 @@ def render_html(
                           f"{', '.join(carried.get('fresh', [])) or 'none'})")
             facts.append(f"warm start from {s.get('warm_start_from')}{detail}")
         parts.append(f'<p>{html.escape("; ".join(facts))}</p>')
+        parts.append(_table(["model setting", "value"],
+                            [[html.escape(k), html.escape(v)] for k, v in model_settings(training, numeric_encoding)]))
         parts.append(training_chart(training))
     else:
         parts.append('<p class="note">No training summary found.</p>')
@@ -465,6 +501,7 @@ def RunReport(
     report: OutputArtifact[Report],
     previous_statistics: tfx.dsl.components.InputArtifact[ExampleStatistics] = None,
     title: Parameter[str] = "scarfx run report",
+    numeric_encoding: Parameter[str] = "",
 ) -> None:
     from absl import logging
 
@@ -495,6 +532,7 @@ def RunReport(
         anomalies=describe_anomalies(anomalies),
         drift_rows=drift(stats, previous) if stats is not None and previous is not None else None,
         examples_in_stats=int(stats.num_examples) if stats is not None else None,
+        numeric_encoding=numeric_encoding,
     )
     tf.io.gfile.makedirs(report.uri)
     with tf.io.gfile.GFile(os.path.join(report.uri, REPORT_FILE), "w") as f:

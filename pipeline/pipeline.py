@@ -242,6 +242,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         blessing=evaluator.outputs["blessing"],
         previous_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
         title=f"{cfg.pipeline_name} run report",
+        numeric_encoding=cfg.transform.numeric_encoding,  # the Transform's; the report shows it
     )
 
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):

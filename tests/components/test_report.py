@@ -77,6 +77,9 @@ def test_report_renders_in_headless_chromium(pipeline_run, chromium, tmp_path):
     for section in ("Gate verdict", "Evaluation against the baseline", "Thresholds", "What drives the predictions",
                     "Example explanations", "Training", "Data", "Drift"):
         assert section in page
+    # The Transform's numeric encoding reaches the page through the pipeline; the rest from the Trainer.
+    assert "<td>numeric encoding (Transform)</td><td>quantile_normal</td>" in page
+    assert "<td>ensemble size</td><td>1 (one model)</td>" in page
     probed = tmp_path / "report.html"
     probed.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
 
@@ -122,3 +125,37 @@ def test_drift_measures_shift_against_previous_statistics():
                               drift_rows=list(rows.values()))
     assert "NOT BLESSED" in page and "AUC: below 0.5" in page
     assert page.index(">fare<") < page.index(">payment_type<")  # largest drift first
+
+
+def test_training_section_shows_the_encodings_and_ensembling_used():
+    from components import report
+
+    training = {
+        "config": {"numeric_bins": 8, "missing_indicators": False, "ensemble_size": 5, "self_training_rounds": 2},
+        "summary": {"pretrained": True, "pretrain_rows": 900, "pretrain_epochs_run": 4, "finetune_labelled_rows": 300,
+                    "ensemble_size": 5, "finetune_monitor": "loss", "finetune_best_val_loss": 0.31234,
+                    "pseudo_labelled_rows": [120, 135]},
+        "pretrain_history": {}, "finetune_history": {},
+    }
+    settings = dict(report.model_settings(training, "quantile_normal"))
+    assert settings == {
+        "numeric encoding (Transform)": "quantile_normal",
+        "numeric bins (piecewise-linear)": "8 per feature",
+        "missing indicators": "no",
+        "ensemble size": "5 (K-fold members, probabilities averaged)",
+        "self-training rounds": "2 (pseudo-labelled rows per round: 120, 135)",
+        "fine-tuning monitor": "loss (validation log-loss)",
+    }
+    page = report.render_html(title="t", blessed=True, failures=[], slices=[], thresholds=[], training=training,
+                              numeric_encoding="zscore")
+    assert "<td>numeric encoding (Transform)</td><td>zscore</td>" in page
+    assert "<td>ensemble size</td><td>5 (K-fold members" in page
+    assert "best validation log-loss 0.3123" in page
+    # A summary from a config file that set nothing: ScarfConfig's defaults, and no encoding recorded.
+    defaults = dict(report.model_settings({"config": {}, "summary": {}}))
+    assert defaults["numeric encoding (Transform)"] == "not recorded"
+    assert defaults["numeric bins (piecewise-linear)"] == "0 (the encoded value itself)"
+    assert defaults["missing indicators"] == "yes"
+    assert defaults["ensemble size"] == "1 (one model)"
+    assert defaults["self-training rounds"] == "0 (off)"
+    assert defaults["fine-tuning monitor"] == "loss (validation log-loss)"

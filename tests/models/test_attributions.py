@@ -54,3 +54,25 @@ def test_signal_feature_ranks_first_by_a_wide_margin(trained):
     # SHAP's efficiency property: contributions add up to prediction minus the base value.
     np.testing.assert_allclose(result.base_values + result.values.sum(axis=1), result.probabilities, atol=1e-4)
     assert result.top_features(0, k=1)[0][0] == "signal"
+
+
+def test_missing_numeric_cells_are_explained_like_any_other_value():
+    """Transform hands the model NaN for a missing numeric cell: masking must pass NaN
+    through (or replace it) as a value, never spread it into other cells."""
+    rng = np.random.default_rng(1)
+    matrix = np.concatenate([rng.normal(size=(80, 3)), rng.integers(0, 3, size=(80, 2))], axis=1)
+    matrix[rng.random(80) < 0.3, 1] = np.nan
+    matrix[rng.random(80) < 0.3, 2] = np.nan
+    names = ["noise_a", "signal", "noise_b", "colour", "shape"]
+
+    def predict(m):  # only whether `signal` is missing matters
+        p = np.where(np.isnan(m[:, 1]), 0.9, 0.2)
+        return np.stack([1 - p, p], axis=1)
+
+    result = attributions.explain(predict, matrix, names, background_rows=32, explain_rows=40)
+    assert np.all(np.isfinite(result.values))
+    assert result.global_importance()[0][0] == "signal"
+    others = [i for i, n in enumerate(names) if n != "signal"]
+    np.testing.assert_allclose(result.values[:, others], 0.0, atol=1e-12)
+    np.testing.assert_allclose(result.base_values + result.values.sum(axis=1), result.probabilities, atol=1e-9)
+    np.testing.assert_array_equal(np.isnan(result.feature_values), np.isnan(matrix[:40]))

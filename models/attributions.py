@@ -40,7 +40,7 @@ class Attributions:
     base_values: np.ndarray  # float [N]: expected P(predicted class) over the background
     predicted_class: np.ndarray  # int [N]
     probabilities: np.ndarray  # float [N]: P(predicted class)
-    feature_values: np.ndarray  # float [N, M]: transformed values (z-score or vocabulary id)
+    feature_values: np.ndarray  # float [N, M]: transformed values (encoded numeric, NaN = missing; or vocabulary id)
 
     def global_importance(self) -> list[tuple[str, float]]:
         """(feature, mean |SHAP|) sorted most important first."""

@@ -4,7 +4,7 @@ Every raw feature becomes exactly one transformed feature, so SCARF's corruption
 (which counts and replaces whole features) sees the same M features the user has.
 """
 
-NUMERIC_PREFIX = "num__"  # z-scored float32, missing values imputed with the mean
+NUMERIC_PREFIX = "num__"  # float32, quantile-normal (or z-score) encoded; NaN = missing (the model imputes)
 CATEGORICAL_PREFIX = "cat__"  # int64 vocabulary id; missing is its own value, unseen -> OOV
 LABEL_KEY = "label"  # int64 class id; -1 where the label cell is empty
 LABEL_WEIGHT_KEY = "label_weight"  # 1.0 for labelled rows, 0.0 otherwise (TFMA weight)

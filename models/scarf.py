@@ -513,19 +513,30 @@ class BestEpochStopping(keras.callbacks.Callback):
     accuracy is higher, or equal with a lower loss, so a plateau in the (coarse, small
     sample) validation accuracy does not stop training while the loss still improves.
     Training stops after `patience` epochs without improvement. NaN never improves.
+    With `min_delta` > 0 the first component must gain more than that to count: on a
+    small validation split that the model already separates, the loss keeps creeping
+    towards 0 while the model overfits, and such creeping must not keep it training.
     """
 
-    def __init__(self, key, patience: int):
+    def __init__(self, key, patience: int, min_delta: float = 0.0):
         super().__init__()
         self.key = key
         self.patience = patience
+        self.min_delta = float(min_delta)
+
+    def _improves(self, current: tuple) -> bool:
+        if any(math.isnan(v) for v in current):
+            return False
+        if self.best is None:
+            return True
+        return current[0] > self.best[0] + self.min_delta or (current[0] == self.best[0] and current[1:] > self.best[1:])
 
     def on_train_begin(self, logs=None):
         self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
 
     def on_epoch_end(self, epoch, logs=None):
         current = tuple(float(v) for v in self.key(logs or {}))
-        if not any(math.isnan(v) for v in current) and (self.best is None or current > self.best):
+        if self._improves(current):
             self.best, self.best_epoch, self.wait = current, epoch, 0
             self.best_weights = self.model.get_weights()
             return
@@ -567,7 +578,7 @@ def _callbacks(key, config: ScarfConfig, log_dir: str | None, stage: str, has_va
     epochs = config.pretrain_epochs if stage == "pretrain" else config.finetune_epochs
     callbacks, stopper = [timer, _EpochProgress(stage, epochs)], None
     if has_validation:
-        stopper = BestEpochStopping(key, config.patience)
+        stopper = BestEpochStopping(key, config.patience, config.finetune_min_delta if stage == "finetune" else 0.0)
         callbacks.append(stopper)
     if log_dir:
         callbacks.append(

@@ -45,6 +45,8 @@ class ScarfConfig:
     # the first such epoch, out of early stopping's reach. Smaller epochs are validated
     # more often, with patience and the epoch cap scaled to the same number of steps.
     finetune_min_steps_per_epoch: int | None = None
+    # A fine-tuning epoch improves only if the monitored value gains more than this.
+    finetune_min_delta: float = 0.0
     # K > 1: K members fine-tuned from the same pretrained encoder, member k validated
     # on stratified fold k of the labelled rows and trained on the others; the exported
     # model averages their probabilities. K = 1: one member, `validation_fraction` held out.

@@ -713,19 +713,28 @@ def _monitor(config: ScarfConfig):
     return lambda logs: (-logs["val_loss"],)
 
 
-def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: TabularData, num_classes: int,
-                config: ScarfConfig, k: int, log_dir=None):
-    """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on
-    `train` and early-stopped on `val`. Returns (member, history, best epoch or None)."""
-    member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
-    member_encoder.set_weights(encoder.get_weights())
-    member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k)
+def _compile_member(member, config: ScarfConfig, learning_rate: float) -> None:
+    optimizer = _finetune_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
     member.compile(
-        optimizer=_finetune_optimizer(config),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=True,
     )
+
+
+def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: TabularData, num_classes: int,
+                config: ScarfConfig, k: int, log_dir=None):
+    """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on
+    `train` and early-stopped on `val`. Returns (member, history, best epoch or None).
+
+    With `linear_probe`, the softmax layer is first fitted alone on the frozen encoder
+    (LP-FT, Kumar et al. 2022): full fine-tuning then starts from a fitted head rather
+    than a random one, so its first steps do not wreck the pretrained features, and an
+    early stop still leaves a converged linear model on them."""
+    member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
+    member_encoder.set_weights(encoder.get_weights())
+    member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k)
     min_steps = config.min_steps_per_epoch if config.finetune_min_steps_per_epoch is None \
         else config.finetune_min_steps_per_epoch
     train_ds, steps, _ = _training_dataset(
@@ -738,14 +747,24 @@ def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: Tabular
     stage_config = dataclasses.replace(config, patience=config.patience * scale,
                                        finetune_epochs=config.finetune_epochs * scale)
     val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
-    callbacks, timer, stopper = _callbacks(_monitor(config), stage_config, log_dir, "finetune", val_ds is not None)
-    history = member.fit(
-        train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=0,
-    )
-    hist = _history(history)
-    hist["train_seconds"] = [float(x) for x in timer.train_seconds]
-    best = stopper.best_epoch if stopper is not None else None
+
+    def fit(log):
+        callbacks, timer, stopper = _callbacks(_monitor(config), stage_config, log, "finetune", val_ds is not None)
+        history = member.fit(
+            train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=0,
+        )
+        hist = _history(history)
+        hist["train_seconds"] = [float(x) for x in timer.train_seconds]
+        return hist, (stopper.best_epoch if stopper is not None else None)
+
+    if config.linear_probe:
+        member_encoder.trainable = False
+        _compile_member(member, config, config.learning_rate)
+        fit(None)
+        member_encoder.trainable = True
+    _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier)
+    hist, best = fit(log_dir)
     return member, hist, best
 
 

@@ -47,6 +47,10 @@ class ScarfConfig:
     finetune_min_steps_per_epoch: int | None = None
     # A fine-tuning epoch improves only if the monitored value gains more than this.
     finetune_min_delta: float = 0.0
+    # LP-FT: fit the new softmax layer on the frozen encoder before fine-tuning it all.
+    linear_probe: bool = False
+    # Fine-tuning (after any linear probe) runs at learning_rate times this.
+    finetune_learning_rate_multiplier: float = 1.0
     # K > 1: K members fine-tuned from the same pretrained encoder, member k validated
     # on stratified fold k of the labelled rows and trained on the others; the exported
     # model averages their probabilities. K = 1: one member, `validation_fraction` held out.

@@ -692,7 +692,7 @@ def stratified_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> li
 
 def fine_tuning_splits(labels: np.ndarray, config: ScarfConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) rows per ensemble member: K folds, or one stratified holdout
-    when K = 1 or there are too few labelled rows for K folds of 2+ rows."""
+    when K = 1 or there are fewer than 4·K labelled rows (folds of 4+ rows)."""
     rng = np.random.default_rng(config.seed + 1)
     k = config.ensemble_size
     if k > 1 and len(labels) >= 4 * k:
@@ -823,8 +823,8 @@ def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: in
                 best_epochs.append(best + 1)
                 best_losses.append(float(hist["val_loss"][best]))
         classifier = average_classifiers(members, layout)
-        if round_ == 0:
-            first_history = histories[0]
+        # The curves and best epochs reported are those of the model returned: the last round's.
+        first_history = histories[0]
     summary = {
         "finetune_labelled_rows": len(labelled),
         "finetune_train_rows": len(splits[0][0]),

@@ -46,7 +46,7 @@ class ScarfConfig:
     # more often, with patience and the epoch cap scaled to the same number of steps.
     finetune_min_steps_per_epoch: int | None = None
     # A fine-tuning epoch improves only if the monitored value gains more than this.
-    finetune_min_delta: float = 0.0
+    finetune_min_delta: float = 0.001
     # LP-FT: fit the new softmax layer on the frozen encoder before fine-tuning it all.
     linear_probe: bool = False
     # Fine-tuning (after any linear probe) runs at learning_rate times this.
@@ -54,7 +54,7 @@ class ScarfConfig:
     # K > 1: K members fine-tuned from the same pretrained encoder, member k validated
     # on stratified fold k of the labelled rows and trained on the others; the exported
     # model averages their probabilities. K = 1: one member, `validation_fraction` held out.
-    ensemble_size: int = 1
+    ensemble_size: int = 5
     # Label-scarce self-training: after fine-tuning, refit the members this many times on
     # their rows plus the unlabelled rows the ensemble predicts with at least this
     # probability (labelled with that prediction). 0 = off.

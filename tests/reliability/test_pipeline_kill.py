@@ -19,7 +19,7 @@ from tests.conftest import run_cli
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = "drop_columns: [tips]\nscarf:\n  pretrain_epochs: 2\n  finetune_epochs: 3\n"
+CONFIG = "drop_columns: [tips]\nscarf:\n  pretrain_epochs: 2\n  finetune_epochs: 3\n  ensemble_size: 1\n"
 
 
 def test_killed_run_resumes_with_cached_components_and_consistent_metadata(pipeline_run, tmp_path):

@@ -13,7 +13,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, sche
 from models import export
 from models.preprocessing import preprocessing_fn
 from models.scarf import ScarfConfig, average_classifiers, build_classifier, build_encoder
-from tests.models.test_preprocessing import QUANTILE, RAW_SPEC, _numeric_rows
+from tests.models.test_preprocessing import QUANTILE, RAW_SPEC, _numeric_rows, raw_example
 
 TINY = ScarfConfig(encoder_depth=1, encoder_width=16)
 
@@ -29,20 +29,6 @@ def _transform_graph(rows, config) -> tft.TFTransformOutput:
     return tft.TFTransformOutput(graph)
 
 
-def _example(row) -> bytes:
-    feature = {}
-    for name, values in row.items():
-        if not values:
-            continue  # a missing cell: the feature is left out, as serving/examples.py does
-        if isinstance(values[0], bytes):
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        elif isinstance(values[0], int):
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-        else:
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
 def test_exported_ensemble_scores_raw_examples_and_transformed_matrices_alike(tmp_path):
     rows = _numeric_rows([3.0, None, 1.0, 8.0, 2.0, 100.0, 5.0, 4.0])
     output = _transform_graph(rows, QUANTILE)
@@ -55,7 +41,7 @@ def test_exported_ensemble_scores_raw_examples_and_transformed_matrices_alike(tm
     export.export_saved_model(classifier, output, str(tmp_path), "y", ["n", "s", "x"], model_name="m")
     loaded = tf.saved_model.load(str(tmp_path))
 
-    examples = tf.constant([_example(r) for r in rows])
+    examples = tf.constant([raw_example(r) for r in rows])
     transformed = loaded.signatures["transform_features"](examples=examples)
     inputs = export.model_inputs(transformed, layout)
     assert np.isnan(inputs["numeric"].numpy()[1, 1])  # the missing x reaches the model as NaN

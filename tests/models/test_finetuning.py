@@ -243,7 +243,7 @@ def test_loss_monitor_restores_the_epoch_with_the_lowest_validation_loss():
 def test_fine_tune_keeps_the_weights_of_its_lowest_validation_loss_epoch():
     data = _table(300, seed=3, missing=0.0)
     # A large learning rate on 210 training rows: the validation loss turns up after a few epochs.
-    config = dataclasses.replace(TINY, finetune_min_delta=0.0, encoder_width=64, learning_rate=1e-2, finetune_epochs=12,
+    config = dataclasses.replace(TINY, ensemble_size=1, finetune_min_delta=0.0, encoder_width=64, learning_rate=1e-2, finetune_epochs=12,
                                  validation_fraction=0.3)
     keras.utils.set_random_seed(config.seed)
     classifier, history, summary = fine_tune(build_encoder(LAYOUT, config), data, LAYOUT, 2, config)

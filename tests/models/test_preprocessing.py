@@ -47,22 +47,24 @@ def _transform_fn(rows, config):
     return tft.TFTransformOutput(graph)
 
 
+def raw_example(row) -> bytes:
+    """A raw row as a serialized tf.Example; a missing cell is left out, as serving does."""
+    feature = {}
+    for name, values in row.items():
+        if not values:
+            continue
+        if isinstance(values[0], bytes):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        elif isinstance(values[0], int):
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
 def _serve(output, rows):
     """Applies a written transform graph to raw rows through tf.Examples, as serving does."""
-    def example(row):
-        feature = {}
-        for name, values in row.items():
-            if not values:
-                continue
-            if isinstance(values[0], bytes):
-                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-            elif isinstance(values[0], int):
-                feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-            else:
-                feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-    raw = tf.io.parse_example(tf.constant([example(r) for r in rows]), RAW_SPEC)
+    raw = tf.io.parse_example(tf.constant([raw_example(r) for r in rows]), RAW_SPEC)
     return {k: v.numpy() for k, v in output.transform_features_layer()(raw).items()}
 
 

@@ -78,8 +78,8 @@ def test_report_renders_in_headless_chromium(pipeline_run, chromium, tmp_path):
                     "Example explanations", "Training", "Data", "Drift"):
         assert section in page
     # The Transform's numeric encoding reaches the page through the pipeline; the rest from the Trainer.
-    assert "<td>numeric encoding (Transform)</td><td>quantile_normal</td>" in page
-    assert "<td>ensemble size</td><td>1 (one model)</td>" in page
+    assert "<td>numeric encoding (Transform)</td><td>zscore</td>" in page  # pipeline/configs.py's default
+    assert "<td>ensemble size</td><td>5 (K-fold members, probabilities averaged)</td>" in page  # ScarfConfig's
     probed = tmp_path / "report.html"
     probed.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
 
@@ -156,6 +156,8 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     assert defaults["numeric encoding (Transform)"] == "not recorded"
     assert defaults["numeric bins (piecewise-linear)"] == "0 (the encoded value itself)"
     assert defaults["missing indicators"] == "yes"
-    assert defaults["ensemble size"] == "1 (one model)"
+    assert defaults["ensemble size"] == "5 (K-fold members, probabilities averaged)"
+    one = dict(report.model_settings({"config": {"ensemble_size": 1}, "summary": {}}))
+    assert one["ensemble size"] == "1 (one model)"
     assert defaults["self-training rounds"] == "0 (off)"
     assert defaults["fine-tuning monitor"] == "loss (validation log-loss)"

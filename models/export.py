@@ -1,20 +1,20 @@
 """The exported SavedModel: raw tf.Examples in, transform + classifier inside.
 
 Both signatures embed the tf.Transform graph, so serving and TFMA apply exactly the
-statistics computed by the Transform component.
+statistics computed by the Transform component. Beside them, in assets.extra/, go the
+metadata serving/ reads and TF Serving's warm-up records (the names: models/features.py).
 """
 from __future__ import annotations
 
 import json
 import os
+from typing import Iterable, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features
 from models.scarf import FeatureLayout
-
-METADATA_FILE = "scarfx_metadata.json"  # in assets.extra/, read by serving/
 
 
 def layout_from_transform(tf_transform_output: tft.TFTransformOutput) -> FeatureLayout:
@@ -77,7 +77,7 @@ class ExportModule(tf.Module):
             tf.TensorSpec([None, len(self._layout.categorical_names)], tf.int64, name="categorical"),
         ])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
     def serve(self, examples):
         raw = tf.io.parse_example(examples, self._serving_spec)
         transformed = self.tft_layer(raw)
@@ -97,7 +97,7 @@ class ExportModule(tf.Module):
         """
         return self.classifier({"numeric": numeric, "categorical": categorical}, training=False)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
     def transform_features(self, examples):
         raw = tf.io.parse_example(examples, self._full_spec)
         return self.tft_layer(raw)
@@ -123,11 +123,11 @@ def export_saved_model(
     """Writes the SavedModel plus assets.extra/scarfx_metadata.json (read by the server)."""
     module = ExportModule(classifier, tf_transform_output, label, serving_features)
     signatures = {
-        "serving_default": module.serve.get_concrete_function(),
-        "transform_features": module.transform_features.get_concrete_function(),
+        features.SERVING_SIGNATURE: module.serve.get_concrete_function(),
+        features.TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    extra = os.path.join(export_dir, "assets.extra")
+    extra = os.path.join(export_dir, features.ASSETS_EXTRA)
     tf.io.gfile.makedirs(extra)
     metadata = {
         "model": model_name,
@@ -135,7 +135,7 @@ def export_saved_model(
         "classes": class_names(tf_transform_output),
         "raw_features": feature_kinds(tf_transform_output, serving_features),
     }
-    with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(extra, features.METADATA_FILE), "w") as f:
         f.write(json.dumps(metadata, indent=2))
 
 
@@ -170,3 +170,42 @@ def warmup_batches(tf_transform_output: tft.TFTransformOutput, serving_features:
 
     return [[example(0)], [example(i) for i in range(64)], [tf.train.Example().SerializeToString()]]
 
+
+
+def write_warmup_requests(
+    saved_model_dir: str,
+    serialized_examples: Sequence[bytes] | Iterable[Sequence[bytes]],
+    model_name: str,
+    signature_name: str = features.SERVING_SIGNATURE,
+) -> str:
+    """Writes `assets.extra/tf_serving_warmup_requests` into `saved_model_dir`; returns its path.
+
+    The format is the one real TF Serving reads at load time: a TFRecord file of
+    `PredictionLog` records, each a PredictRequest with one DT_STRING input `examples`,
+    so TF Serving, KServe and serving/ warm the model the same way. `serialized_examples`
+    is either a list of serialized tf.Examples (one request holding them all) or a list
+    of such lists (one request per list, e.g. batch 1 and batch 64).
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    batches = list(serialized_examples)
+    if not batches:
+        raise ValueError("write_warmup_requests: no examples given")
+    if isinstance(batches[0], (bytes, bytearray)):
+        batches = [batches]
+    path = os.path.join(saved_model_dir, features.ASSETS_EXTRA, features.WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in batches[:features.MAX_WARMUP_RECORDS]:
+            batch = [bytes(b) for b in batch]
+            if not batch:
+                raise ValueError("write_warmup_requests: empty batch")
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+            )
+            request.inputs[features.EXAMPLES_INPUT].CopyFrom(
+                tf.make_tensor_proto(batch, dtype=tf.string, shape=[len(batch)])
+            )
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path

@@ -1,4 +1,7 @@
-"""Names shared by the Transform graph and the Trainer: the only contract between them.
+"""Names shared by the Transform graph, the Trainer, the exported SavedModel and its
+readers (serving/, the run report, the command line): the only contract between them.
+
+It imports nothing, so every package may import it without importing upward.
 
 Every raw feature becomes exactly one transformed feature, so SCARF's corruption
 (which counts and replaces whole features) sees the same M features the user has.
@@ -9,6 +12,18 @@ CATEGORICAL_PREFIX = "cat__"  # int64 vocabulary id; missing is its own value, u
 LABEL_KEY = "label"  # int64 class id; -1 where the label cell is empty
 LABEL_WEIGHT_KEY = "label_weight"  # 1.0 for labelled rows, 0.0 otherwise (TFMA weight)
 LABEL_VOCABULARY = "label"  # vocabulary file name; its order defines class ids
+
+# The SavedModel the Trainer exports (models/export.py) and serving/ loads.
+SERVING_SIGNATURE = "serving_default"  # examples -> probabilities, predicted_class, classes
+TRANSFORM_SIGNATURE = "transform_features"  # examples -> transformed features
+EXAMPLES_INPUT = "examples"  # both signatures' one input: serialized tf.Examples, string [None]
+ASSETS_EXTRA = "assets.extra"  # beside saved_model.pb; TF Serving keeps it with the version
+METADATA_FILE = "scarfx_metadata.json"  # in ASSETS_EXTRA: label, classes, raw feature kinds
+WARMUP_FILE = "tf_serving_warmup_requests"  # in ASSETS_EXTRA: TF Serving's warm-up records
+MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many of them
+
+# In the Trainer's model_run dir: stages, row counts and loss curves of the training.
+SUMMARY_FILE = "training_summary.json"
 
 
 def numeric_name(raw_name: str) -> str:

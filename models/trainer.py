@@ -17,9 +17,7 @@ from models import export, features
 from models.labels import hide_labels
 from models.scarf import FeatureLayout, ScarfConfig, TabularData, train_scarf_classifier
 from models.warm_start import EncoderCheckpoint, warm_start_encoder
-from serving.warmup import write_warmup_requests
 
-SUMMARY_FILE = "training_summary.json"
 # Next to Format-Serving/ in the Model artifact dir, so Trainer(base_model=...) of a
 # later run finds the encoder of the model it warm-starts from.
 ENCODER_WEIGHTS_FILE = "encoder.weights.h5"
@@ -144,7 +142,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model_name=custom.get("model_name", "scarfx"),
     )
     # TF Serving (and scarfx's server) replay these at load time, before serving traffic.
-    write_warmup_requests(
+    export.write_warmup_requests(
         fn_args.serving_model_dir,
         export.warmup_batches(tf_transform_output, serving_features),
         model_name=custom.get("model_name", "scarfx"),
@@ -167,5 +165,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     with tf.io.gfile.GFile(os.path.join(model_dir, ENCODER_LAYOUT_FILE), "w") as f:
         f.write(json.dumps(encoder_signature(layout, config, vocabularies), indent=2))
     tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, features.SUMMARY_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2, default=float))

@@ -22,7 +22,8 @@ import os
 import struct
 from typing import Any, Iterable, Mapping
 
-METADATA_FILE = "scarfx_metadata.json"  # in <version>/assets.extra/
+from models.features import ASSETS_EXTRA, METADATA_FILE
+
 KINDS = ("float", "int", "string")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -38,7 +39,7 @@ class MetadataError(ValueError):
 
 def read_metadata(saved_model_dir: str) -> dict:
     """Reads and checks `<saved_model_dir>/assets.extra/scarfx_metadata.json`."""
-    path = os.path.join(saved_model_dir, "assets.extra", METADATA_FILE)
+    path = os.path.join(saved_model_dir, ASSETS_EXTRA, METADATA_FILE)
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)

@@ -15,14 +15,11 @@ import threading
 import time
 from typing import Any
 
+from models.features import EXAMPLES_INPUT, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from serving.examples import MetadataError, default_example_features, read_metadata, serialize_features
 from serving.warmup import read_warmup_requests, warmup_path
 
 log = logging.getLogger("scarfx.serving")
-
-SERVING_SIGNATURE = "serving_default"
-TRANSFORM_SIGNATURE = "transform_features"
-EXAMPLES_INPUT = "examples"
 
 
 class LoadError(Exception):

@@ -19,9 +19,10 @@ import binascii
 import re
 from typing import Any
 
+from models.features import EXAMPLES_INPUT, SERVING_SIGNATURE
 from serving import jsonutil
 from serving.examples import FeatureError, serialize_features
-from serving.model import EXAMPLES_INPUT, SERVING_SIGNATURE, LoadedModel
+from serving.model import LoadedModel
 
 
 class HTTPError(Exception):

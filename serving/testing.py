@@ -19,6 +19,10 @@ import math
 import os
 import shutil
 
+from models.features import (
+    ASSETS_EXTRA, EXAMPLES_INPUT, METADATA_FILE, SERVING_SIGNATURE, TRANSFORM_SIGNATURE, WARMUP_FILE,
+)
+
 DEFAULT_FEATURES = {
     "fare": "float",
     "trip_miles": "float",
@@ -27,7 +31,6 @@ DEFAULT_FEATURES = {
     "company": "string",
 }
 DEFAULT_CLASSES = ("0", "1")
-METADATA_FILE = "scarfx_metadata.json"
 
 
 def expected_probabilities(variant: int, num_classes: int = 2) -> list[float]:
@@ -47,9 +50,11 @@ def build_model(
     model_name: str = "scarfx",
     label: str = "big_tipper",
     broken: str | None = None,
-    warmup_examples: list | None = None,
 ) -> str:
     """Writes a contract-honouring SavedModel to `export_dir` (which must not exist).
+
+    Without a warm-up file, as TF Serving allows; models.export.write_warmup_requests
+    adds one in the Trainer's format.
 
     broken: None, or one of
       "signature"  - serving_default takes float inputs instead of `examples`;
@@ -104,7 +109,7 @@ def build_model(
                 tf.debugging.assert_less(tf.reduce_sum(logits), -1e30, message="broken model")
             return tf.nn.softmax(logits)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
         def serve(self, examples):
             p = self._probabilities(examples)
             batch = tf.shape(p)[0]
@@ -119,32 +124,28 @@ def build_model(
         def serve_floats(self, x):
             return {"probabilities": tf.nn.softmax(x @ self.weights[0][:, :1] + self.bias)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
         def transform_features(self, examples):
             return {"x": self._inputs(examples)}
 
     module = Toy()
     serve = module.serve_floats if broken == "signature" else module.serve
     signatures = {
-        "serving_default": serve.get_concrete_function(),
-        "transform_features": module.transform_features.get_concrete_function(),
+        SERVING_SIGNATURE: serve.get_concrete_function(),
+        TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function(),
     }
     if os.path.exists(export_dir):
         raise FileExistsError(export_dir)
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    extra = os.path.join(export_dir, "assets.extra")
+    extra = os.path.join(export_dir, ASSETS_EXTRA)
     os.makedirs(extra, exist_ok=True)
     if broken != "metadata":
         meta = {"model": model_name, "label": label, "classes": classes, "raw_features": features}
         with open(os.path.join(extra, METADATA_FILE), "w") as f:
             json.dump(meta, f, indent=2)
     if broken == "warmup":
-        with open(os.path.join(extra, "tf_serving_warmup_requests"), "wb") as f:
+        with open(os.path.join(extra, WARMUP_FILE), "wb") as f:
             f.write(b"this is not a TFRecord file" * 10)
-    elif warmup_examples is not None:
-        from serving.warmup import write_warmup_requests
-
-        write_warmup_requests(export_dir, warmup_examples, model_name)
     return export_dir
 
 

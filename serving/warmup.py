@@ -1,56 +1,20 @@
-"""TF Serving warm-up files: `<version>/assets.extra/tf_serving_warmup_requests`.
+"""Reads TF Serving warm-up files: `<version>/assets.extra/tf_serving_warmup_requests`.
 
 The format is the one real TF Serving reads at load time: a TFRecord file of
-`tensorflow_serving.apis.prediction_log_pb2.PredictionLog` records. scarfx writes
-PredictLogs whose PredictRequest has one DT_STRING input `examples` (serialized
-tf.Examples), so TF Serving, KServe and this server all warm the model the same way.
+`tensorflow_serving.apis.prediction_log_pb2.PredictionLog` records. The Trainer writes
+them (models/export.py: PredictLogs whose PredictRequest has one DT_STRING input
+`examples` of serialized tf.Examples), so TF Serving, KServe and this server all warm
+the model the same way.
 """
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
 
-WARMUP_FILE = "tf_serving_warmup_requests"
-MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many records
+from models.features import ASSETS_EXTRA, EXAMPLES_INPUT, MAX_WARMUP_RECORDS, SERVING_SIGNATURE, WARMUP_FILE
 
 
 def warmup_path(saved_model_dir: str) -> str:
-    return os.path.join(saved_model_dir, "assets.extra", WARMUP_FILE)
-
-
-def write_warmup_requests(
-    saved_model_dir: str,
-    serialized_examples: Sequence[bytes] | Iterable[Sequence[bytes]],
-    model_name: str,
-    signature_name: str = "serving_default",
-) -> str:
-    """Writes `assets.extra/tf_serving_warmup_requests` into `saved_model_dir`; returns its path.
-
-    `serialized_examples` is either a list of serialized tf.Examples (one request holding
-    them all) or a list of such lists (one request per list, e.g. batch 1 and batch 64).
-    """
-    import tensorflow as tf
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    batches = list(serialized_examples)
-    if not batches:
-        raise ValueError("write_warmup_requests: no examples given")
-    if isinstance(batches[0], (bytes, bytearray)):
-        batches = [batches]
-    path = warmup_path(saved_model_dir)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.TFRecordWriter(path) as writer:
-        for batch in batches[:MAX_WARMUP_RECORDS]:
-            batch = [bytes(b) for b in batch]
-            if not batch:
-                raise ValueError("write_warmup_requests: empty batch")
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
-            )
-            request.inputs["examples"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string, shape=[len(batch)]))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return path
+    return os.path.join(saved_model_dir, ASSETS_EXTRA, WARMUP_FILE)
 
 
 def read_warmup_requests(path: str, limit: int = MAX_WARMUP_RECORDS) -> list[tuple[str, dict]]:
@@ -72,12 +36,12 @@ def read_warmup_requests(path: str, limit: int = MAX_WARMUP_RECORDS) -> list[tup
             if kind == "predict_log":
                 req = log.predict_log.request
                 inputs = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
-                requests.append((req.model_spec.signature_name or "serving_default", inputs))
+                requests.append((req.model_spec.signature_name or SERVING_SIGNATURE, inputs))
             elif kind == "classify_log":
                 req = log.classify_log.request
                 examples = _examples_from_input(req.input)
-                requests.append((req.model_spec.signature_name or "serving_default",
-                                 {"examples": _np_bytes(examples)}))
+                requests.append((req.model_spec.signature_name or SERVING_SIGNATURE,
+                                 {EXAMPLES_INPUT: _np_bytes(examples)}))
             else:
                 raise ValueError(f"record {i}: unsupported warm-up record type {kind!r}")
     except tf.errors.OpError as e:

@@ -24,14 +24,14 @@ class ModelTemplates:
         with self._lock:
             if key not in self._built:
                 path = os.path.join(self.root, f"m{len(self._built)}_v{variant}_{broken or 'ok'}")
-                warmup_examples = None
-                if warmup:
+                build_model(path, variant=variant, broken=broken, **kw)
+                if warmup:  # in the Trainer's format, by the Trainer's writer
+                    from models.export import write_warmup_requests
                     from serving.examples import serialize_features
                     from serving.testing import DEFAULT_FEATURES
 
                     ex = serialize_features({"fare": 3.5, "company": "Flash Cab"}, DEFAULT_FEATURES)
-                    warmup_examples = [[ex], [ex] * 8]
-                build_model(path, variant=variant, broken=broken, warmup_examples=warmup_examples, **kw)
+                    write_warmup_requests(path, [[ex], [ex] * 8], kw.get("model_name", MODEL))
                 self._built[key] = path
             return self._built[key]
 

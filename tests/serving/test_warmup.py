@@ -1,11 +1,14 @@
-"""TF Serving warm-up files: written in TF Serving's format, read back, used at load time."""
+"""TF Serving warm-up files: written in TF Serving's format (by the Trainer's writer),
+read back, used at load time."""
 import os
 
 import pytest
 
+from models.export import write_warmup_requests
+from models.features import WARMUP_FILE
 from serving.examples import serialize_features
 from serving.testing import DEFAULT_FEATURES
-from serving.warmup import WARMUP_FILE, read_warmup_requests, write_warmup_requests
+from serving.warmup import read_warmup_requests
 from tests.serving.helpers import MODEL
 
 pytestmark = pytest.mark.timeout(120)

@@ -82,7 +82,8 @@ def _training_summary(model_run_uri: str | None) -> dict:
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
-    names = {"sparse_categorical_accuracy": "accuracy", "auc/class_1": "AUC", "example_count": "examples"}
+    names = {"sparse_categorical_accuracy": "accuracy", "majority_rate": "majority-class rate",
+             "auc/class_1": "AUC", "example_count": "examples"}
     parts = []
     for key, label in names.items():
         if key in metrics:
@@ -118,9 +119,10 @@ def cmd_run(args) -> int:
     if outcome.blessed:
         print("scarfx: verdict BLESSED")
     else:
-        print("scarfx: verdict NOT BLESSED; nothing pushed")
-        for failure in outcome.failures:
-            print(f"scarfx:   {failure}")
+        # Every failed threshold on the verdict line itself, each with the model's number
+        # and the bound it missed (components/trivial_baseline.py: describe_failure).
+        reasons = "; ".join(outcome.failures) or "no failed threshold recorded"
+        print(f"scarfx: verdict NOT BLESSED ({reasons}); nothing pushed")
     if outcome.pushed_to:
         print(f"scarfx: pushed to {outcome.pushed_to}")
     print(f"scarfx: model {outcome.model_uri}")

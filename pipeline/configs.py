@@ -37,6 +37,11 @@ class GateSettings:
     # Absolute floors on the eval split.
     min_accuracy: float = 0.5
     min_auc: float = 0.5  # binary labels only
+    # Always applied as well, whatever the floors (components/trivial_baseline.py): accuracy
+    # must exceed the majority-class rate of the eval split (what always predicting the
+    # commonest class scores) by more than this margin, and a binary label's AUC must
+    # exceed 0.5 (chance).
+    majority_margin: float = 0.0
     # No-regression: new metric >= baseline - tolerance (baseline = latest blessed model).
     regression_tolerance: float = 0.0
 
@@ -176,6 +181,8 @@ class PipelineConfig:
             v = getattr(cfg.gate, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"gate.{name} must lie in [0, 1], got {v}")
+        if not 0.0 <= cfg.gate.majority_margin < 1.0:
+            raise ConfigError(f"gate.majority_margin must lie in [0, 1), got {cfg.gate.majority_margin}")
         if not 0.0 < cfg.label_fraction <= 1.0:
             raise ConfigError(f"label_fraction must lie in (0, 1], got {cfg.label_fraction}")
         if cfg.train_buckets < 1 or cfg.eval_buckets < 1:

@@ -31,7 +31,15 @@ def csv_input(data: str) -> tuple[str, tfx.proto.Input]:
 
 
 def eval_config(cfg: PipelineConfig, binary: bool) -> tfma.EvalConfig:
-    """Absolute floors and no-regression against the baseline (the latest blessed model)."""
+    """Absolute floors, no-regression against the baseline (the latest blessed model), and
+    the trivial model: accuracy above the eval split's majority-class rate (plus
+    `gate.majority_margin`) and, for binary labels, AUC above 0.5.
+
+    The majority rate is counted in the Evaluator's own pass (components/trivial_baseline.py
+    says why there rather than from StatisticsGen or the up-front CSV check), so the
+    threshold is a static TFMA bound on accuracy minus that rate.
+    """
+    from components.trivial_baseline import AUC_OVER_CHANCE, STRICT, AccuracyOverMajority
 
     def threshold(floor: float) -> tfma.MetricThreshold:
         return tfma.MetricThreshold(
@@ -47,6 +55,15 @@ def eval_config(cfg: PipelineConfig, binary: bool) -> tfma.EvalConfig:
             metrics=[
                 tfma.MetricConfig(class_name="ExampleCount"),
                 tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=threshold(cfg.gate.min_accuracy)),
+                tfma.MetricConfig(
+                    class_name=AccuracyOverMajority.__name__,
+                    module=AccuracyOverMajority.__module__,
+                    threshold=tfma.MetricThreshold(
+                        value_threshold=tfma.GenericValueThreshold(
+                            lower_bound={"value": cfg.gate.majority_margin + STRICT}
+                        )
+                    ),
+                ),
             ]
         )
     ]
@@ -54,7 +71,17 @@ def eval_config(cfg: PipelineConfig, binary: bool) -> tfma.EvalConfig:
         # AUC of class id 1 against the rest; for two classes it is the usual ROC AUC.
         metrics_specs.append(
             tfma.MetricsSpec(
-                metrics=[tfma.MetricConfig(class_name="AUC", threshold=threshold(cfg.gate.min_auc))],
+                metrics=[
+                    tfma.MetricConfig(class_name="AUC", threshold=threshold(cfg.gate.min_auc)),
+                    # Always: no better than chance is no model, whatever min_auc says.
+                    tfma.MetricConfig(
+                        class_name="AUC",
+                        config=json.dumps({"name": AUC_OVER_CHANCE}),
+                        threshold=tfma.MetricThreshold(
+                            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": 0.5 + STRICT})
+                        ),
+                    ),
+                ],
                 binarize=tfma.BinarizationOptions(class_ids={"values": [1]}),
             )
         )

@@ -37,6 +37,8 @@ from tfx.types.standard_artifacts import (
 )
 
 from components.anomalies_gate import describe_anomalies
+from components.evaluation import metric_name, read_evaluation
+from models.features import SUMMARY_FILE, TRANSFORM_SIGNATURE
 
 InputArtifact = tfx.dsl.components.InputArtifact
 OutputArtifact = tfx.dsl.components.OutputArtifact
@@ -127,8 +129,6 @@ def drift(current, previous) -> list[dict]:
 
 
 def read_training_summary(model_run_uri: str) -> dict:
-    from models.trainer import SUMMARY_FILE
-
     path = os.path.join(model_run_uri, SUMMARY_FILE)
     if not tf.io.gfile.exists(path):
         return {}
@@ -154,7 +154,7 @@ def model_attributions(model_uri: str, transform_graph_uri: str, records: list[b
     if not hasattr(loaded, "classify_transformed"):
         raise ValueError(f"{model_uri} was exported before models/export.py saved classify_transformed")
     layout = export.layout_from_transform(tft.TFTransformOutput(transform_graph_uri))
-    transformed = loaded.signatures["transform_features"](examples=tf.constant(records))
+    transformed = loaded.signatures[TRANSFORM_SIGNATURE](examples=tf.constant(records))
     inputs = {k: v.numpy() for k, v in export.model_inputs(transformed, layout).items()}
     matrix, names = attributions.feature_matrix(inputs, layout)
 
@@ -182,8 +182,6 @@ def read_slices(evaluation_uri: str) -> list[dict]:
     """Per slice: {slice, metrics: {name: (candidate, baseline)}} from TFMA's output."""
     import tensorflow_model_analysis as tfma
 
-    from pipeline.outcome import _metric_name
-
     slices = []
     for slice_metrics in tfma.load_metrics(evaluation_uri):
         keys = slice_metrics.slice_key.single_slice_keys
@@ -192,7 +190,7 @@ def read_slices(evaluation_uri: str) -> list[dict]:
         for kv in slice_metrics.metric_keys_and_values:
             if kv.key.is_diff or not kv.value.HasField("double_value"):
                 continue
-            pair = values.setdefault(_metric_name(kv.key), [None, None])
+            pair = values.setdefault(metric_name(kv.key), [None, None])
             pair[1 if kv.key.model_name == "baseline" else 0] = kv.value.double_value.value
         slices.append({"slice": name or "Overall", "metrics": values})
     return slices
@@ -508,8 +506,6 @@ def RunReport(
     blessed = None
     if "blessed" in blessing.mlmd_artifact.custom_properties:
         blessed = blessing.get_int_custom_property("blessed") == 1
-    from pipeline.outcome import read_evaluation
-
     _, _, failures = read_evaluation(evaluation.uri)
     stats = read_statistics(statistics)
     previous = read_statistics(previous_statistics) if previous_statistics is not None else None

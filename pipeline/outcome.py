@@ -6,6 +6,8 @@ import dataclasses
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.evaluation import read_evaluation
+
 
 @dataclasses.dataclass
 class RunOutcome:
@@ -120,38 +122,6 @@ def report_file(report_uri: str) -> str:
     import os
 
     return os.path.join(report_uri, "report.html")
-
-
-def _metric_name(key) -> str:
-    name = key.name
-    if key.HasField("sub_key") and key.sub_key.HasField("class_id"):
-        name += f"/class_{key.sub_key.class_id.value}"
-    return name
-
-
-def read_evaluation(uri: str) -> tuple[dict[str, float], dict[str, float], list[str]]:
-    """Overall-slice metrics of the candidate and baseline, and the failed thresholds."""
-    import tensorflow_model_analysis as tfma  # heavy; only needed here
-
-    metrics: dict[str, float] = {}
-    baseline: dict[str, float] = {}
-    for slice_metrics in tfma.load_metrics(uri):
-        if slice_metrics.slice_key.single_slice_keys:
-            continue  # overall slice only
-        for kv in slice_metrics.metric_keys_and_values:
-            if kv.key.is_diff or not kv.value.HasField("double_value"):
-                continue
-            target = baseline if kv.key.model_name == "baseline" else metrics
-            target[_metric_name(kv.key)] = kv.value.double_value.value
-    failures = []
-    validation = tfma.load_validation_result(uri)
-    for per_slice in validation.metric_validations_per_slice:
-        for failure in per_slice.failures:
-            failures.append(
-                f"{_metric_name(failure.metric_key)}{' (change vs baseline)' if failure.metric_key.is_diff else ''}: "
-                f"{failure.message or 'threshold not met'}"
-            )
-    return metrics, baseline, failures
 
 
 @dataclasses.dataclass

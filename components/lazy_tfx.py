@@ -38,7 +38,7 @@ def defer_tfx_extensions() -> None:
     """Call before the first `from tfx import v1`; a no-op once tfx.v1 is loaded."""
     if EXTENSIONS in sys.modules or "tfx.v1" in sys.modules:
         return
-    stand_in = _DeferredModule(EXTENSIONS, "deferred until first use (pipeline/lazy_tfx.py)")
+    stand_in = _DeferredModule(EXTENSIONS, "deferred until first use (components/lazy_tfx.py)")
     stand_in.__spec__ = importlib.machinery.ModuleSpec(EXTENSIONS, loader=None, is_package=True)
     stand_in.__path__ = []
     sys.modules[EXTENSIONS] = stand_in

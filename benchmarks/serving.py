@@ -180,7 +180,7 @@ def free_port() -> int:
 
 
 def start_server(base: str, name: str, port: int, max_batch: int, threads: int | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--serving-dir", base, "--model-name", name,
+    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir", base, "--model-name", name,
            "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(max_batch)]
     if threads:
         cmd += ["--threads", str(threads)]

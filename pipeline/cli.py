@@ -72,7 +72,7 @@ def _training_summary(model_run_uri: str | None) -> dict:
     import json
     import os
 
-    from models.trainer import SUMMARY_FILE
+    from models.features import SUMMARY_FILE
 
     path = os.path.join(model_run_uri or "", SUMMARY_FILE)
     if not model_run_uri or not os.path.exists(path):
@@ -189,10 +189,13 @@ def _store_config(args) -> PipelineConfig:
 def cmd_lineage(args) -> int:
     """Prints the span(s) and pipeline run(s) behind the model version now served."""
     cfg = _store_config(args)
-    from pipeline.lineage import LineageError, format_lineage, model_lineage, served_version
+    from pipeline.lineage import LineageError, format_lineage, model_lineage
+    from serving.promotion import served_version
 
     try:
         version = args.version if args.version is not None else served_version(cfg.serving_dir, cfg.pipeline_name)
+        if version is None:
+            raise LineageError(f"no ready model version in {cfg.serving_dir}")
         lineage = model_lineage(cfg.metadata_path, cfg.serving_dir, version)
     except LineageError as e:
         raise ConfigError(str(e)) from e
@@ -309,10 +312,15 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "schema":
             return cmd_schema(args)
-        if args.command in ("serve", "models"):
+        if args.command == "serve":
             from serving import cli as serving_cli
 
-            return serving_cli.run_serve(args) if args.command == "serve" else serving_cli.run_models(args)
+            return serving_cli.run_serve(args)
+        if args.command == "models":
+            from pipeline.outcome import pushed_versions
+            from serving import cli as serving_cli
+
+            return serving_cli.run_models(args, pushed_versions)
         if args.command == "kubeflow":
             from kubeflow import cli as kubeflow_cli
 

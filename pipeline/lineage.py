@@ -48,17 +48,6 @@ class Lineage:
         return sorted({e.span for e in self.examples if e.span is not None})
 
 
-def served_version(serving_dir: str, model_name: str) -> int:
-    """The version a server honouring the pin/label config serves (newest ready, unless pinned)."""
-    from serving.promotion import list_versions
-
-    rows = list_versions(serving_dir, model_name)
-    served = [r["version"] for r in rows if r.get("served_by_policy")]
-    if not served:
-        raise LineageError(f"no ready model version in {serving_dir}")
-    return served[0]
-
-
 def _node_and_run(store, execution_id: int) -> tuple[str | None, str | None]:
     node = run = None
     for ctx in store.get_contexts_by_execution(execution_id):

@@ -1,13 +1,14 @@
-"""`scarfx serve` and `scarfx models list|promote|rollback|unpin`, to wire into pipeline/cli.py:
+"""The arguments and actions of `scarfx serve` and `scarfx models list|promote|rollback|unpin`.
 
-    p = sub.add_parser("serve", help="serve pushed models over TF Serving's REST API")
-    serving.cli.add_serve_arguments(p)          # then: return serving.cli.run_serve(args)
-    p = sub.add_parser("models", help="list, promote or roll back served model versions")
-    serving.cli.add_models_arguments(p)         # then: return serving.cli.run_models(args)
+pipeline/cli.py, the one `scarfx` command line, wires them in:
+
+    serving.cli.add_serve_arguments(sub.add_parser("serve", ...))    # then: serving.cli.run_serve(args)
+    serving.cli.add_models_arguments(sub.add_parser("models", ...))  # then: serving.cli.run_models(args, ...)
 
 Both `run_*` return a process exit code (0 ok, 2 usage or state error) and print errors as
 one `scarfx: error: ...` line, like `scarfx run`. Nothing here imports TensorFlow until
-`serve` starts, so `scarfx models ...` is fast.
+`serve` starts, so `scarfx models ...` is fast, and nothing here imports the pipeline:
+what ML Metadata knows about each version comes in as a function (`run_models`).
 """
 from __future__ import annotations
 
@@ -159,26 +160,32 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
                             "absolute); set it to where TF Serving sees the directory, e.g. /models/scarfx")
 
 
-def _add_metadata(rows: list[dict], args) -> str | None:
-    """Adds run, blessing and eval metrics from ML Metadata to each row; returns a warning or None."""
-    path = args.metadata_path or os.path.join(args.pipeline_root, "metadata.sqlite")
+def _add_metadata(rows: list[dict], args, pushed_versions) -> tuple[str | None, str | None]:
+    """Adds run, blessing and eval metrics from ML Metadata to each row.
+
+    Returns (the store read, or None; a warning, or None). A store that records no push
+    into this serving dir belongs to another one (say ./tfx_root of a demo run, while
+    --serving-dir names a different directory): it is left unread, with a warning.
+    """
+    path = os.path.abspath(args.metadata_path or os.path.join(args.pipeline_root, "metadata.sqlite"))
     if not os.path.exists(path):
         if args.metadata_path:
-            return f"no ML Metadata at {path}; blessing and metrics not shown"
-        return None
+            return None, f"no ML Metadata at {path}; blessing and metrics not shown"
+        return None, None
     try:
-        from pipeline.outcome import pushed_versions
-
         known = pushed_versions(path, args.serving_dir)
     except Exception as e:  # noqa: BLE001 - listing must still work with unreadable metadata
-        return f"cannot read ML Metadata at {path}: {e}"
+        return None, f"cannot read ML Metadata at {path}: {e}"
+    if not known:
+        return None, (f"ML Metadata at {path} records no push into {os.path.abspath(args.serving_dir)}; "
+                      "blessing and metrics not shown (pass the --pipeline-root of the pipeline that pushes there)")
     for row in rows:
         info = known.get(row["version"])
         row["run_id"] = info.run_id if info else None
         row["blessed"] = info.blessed if info else None
         row["metrics"] = dict(info.metrics) if info else {}
         row["baseline_metrics"] = dict(info.baseline_metrics) if info else {}
-    return None
+    return path, None
 
 
 def _metric_text(metrics: dict) -> str:
@@ -206,8 +213,14 @@ def _print_rows(rows: list[dict]) -> None:
         print(f"scarfx: warning: {rows[0]['policy_error']}")
 
 
-def run_models(args) -> int:
-    """`scarfx models ...`; returns an exit code."""
+def run_models(args, pushed_versions=None) -> int:
+    """`scarfx models ...`; returns an exit code.
+
+    `pushed_versions(metadata_path, serving_dir)` -> {version: a record with run_id,
+    blessed, metrics, baseline_metrics} reads the pipeline's ML Metadata for `models list`
+    (the `scarfx` command line passes pipeline.outcome.pushed_versions); without it the
+    list shows what the serving dir alone tells.
+    """
     import json
 
     from serving import promotion
@@ -220,13 +233,15 @@ def run_models(args) -> int:
     try:
         if args.models_command == "list":
             rows = promotion.list_versions(serving_dir, args.model_name, args.model_config_file)
-            warning = _add_metadata(rows, args)
+            store, warning = _add_metadata(rows, args, pushed_versions) if pushed_versions else (None, None)
             if warning:
                 print(f"scarfx: warning: {warning}", file=sys.stderr)
             if args.json:
                 print(json.dumps(rows, indent=2))
             else:
                 _print_rows(rows)
+                if store:
+                    print(f"scarfx: run, blessing and eval metrics from ML Metadata at {store}")
             return 0
         kwargs = dict(actor=args.actor, config_file=args.model_config_file, base_path=args.base_path,
                       reason=args.reason)
@@ -245,17 +260,3 @@ def run_models(args) -> int:
     to = rec["to_version"] if rec["to_version"] is not None else "latest"
     print(f"scarfx: {rec['action']} {args.model_name}: {frm} -> {to} (by {rec['actor']}; {rec['config_file']})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (`python -m serving.cli serve|models ...`) until pipeline/cli.py wires it."""
-    parser = argparse.ArgumentParser(prog="scarfx")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_serve_arguments(sub.add_parser("serve", help="serve pushed models over TF Serving's REST API"))
-    add_models_arguments(sub.add_parser("models", help="list, promote or roll back served model versions"))
-    args = parser.parse_args(argv)
-    return run_serve(args) if args.command == "serve" else run_models(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

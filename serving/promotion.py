@@ -276,6 +276,12 @@ def unpin(serving_dir: str, model_name: str, actor: str | None = None,
     return _apply(serving_dir, model_name, "unpin", None, actor, config_file, base_path, reason)
 
 
+def served_version(serving_dir: str, model_name: str, config_file: str | None = None) -> int | None:
+    """The version a server honouring the pin/label config serves (newest ready, unless pinned); None if none."""
+    return next((row["version"] for row in list_versions(serving_dir, model_name, config_file)
+                 if row["served_by_policy"]), None)
+
+
 def list_versions(serving_dir: str, model_name: str, config_file: str | None = None) -> list[dict]:
     """Plain rows, newest first: version, on_disk ("ready"|"incomplete"), pinned, labels, latest.
 

@@ -550,14 +550,4 @@ def _has_uvloop() -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`scarfx serve` arguments (`--serving-dir DIR --model-name NAME [--port P] [--host H] ...`);
-    serves until SIGINT/SIGTERM and returns the exit code. Same as `serving.cli.main(["serve", ...])`."""
-    import sys
-
-    from serving.cli import main as cli_main
-
-    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
-
-
-__all__ = ["ModelServer", "AVAILABLE", "DEFAULT_PORT", "main"]
+__all__ = ["ModelServer", "AVAILABLE", "DEFAULT_PORT"]

@@ -20,9 +20,10 @@ scarf:
 
 @pytest.mark.e2e
 def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
-    from pipeline.lineage import model_lineage, served_version
+    from pipeline.lineage import model_lineage
     from pipeline.outcome import latest_run_outcome
     from pipeline.retrain import latest_run_record
+    from serving.promotion import served_version
 
     w = taxi_span_workspace(tmp_path, CONFIG, seed=11)
     header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata

@@ -29,9 +29,9 @@ def test_serve_process(models, serving_dir, tmp_path):
     port = _free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", "serve", "--serving-dir", serving_dir, "--model-name", MODEL,
+        [sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir", serving_dir, "--model-name", MODEL,
          "--port", str(port), "--poll-interval", "0.2", "--admin-token-file", str(token_file)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120

@@ -298,6 +298,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`scarfx ARGS`: the exit code. Without argv, the command line of a process it owns.
+
+    In-process callers (tests, notebooks) pass argv and get the code back. The console
+    script and `python -m pipeline.cli` pass nothing: this process is then ours to end,
+    and it ends through _exit_process, never returning.
+    """
+    if argv is None:
+        _exit_process(sys.argv[1:])
+    return _main(argv)
+
+
+def _exit_process(argv: list[str]) -> None:
+    """Runs the command, then ends the process without Python's module teardown.
+
+    After a pipeline ran, the Trainer's and TFMA's TensorFlow functions are still
+    referenced from module globals. At interpreter shutdown CPython clears modules
+    before those objects die, so TensorFlow's AtomicFunction.__del__ finds its own
+    module's RUNTIME_FUNCTION_REFS already None and prints "Exception ignored in:
+    <function AtomicFunction.__del__ ...> TypeError: 'NoneType' object is not
+    subscriptable" after a successful run. Which objects outlive the run depends on TFX,
+    TFMA and Keras internals, so clearing sessions or deleting references would be a
+    guess that breaks with the next version; ending with os._exit skips the teardown
+    entirely. Nothing is lost: output is flushed, and atexit handlers (logging, Beam,
+    multiprocessing, tempfile) run first, with every module still intact.
+
+    Unless --verbose, native log lines (absl/XLA/TensorFlow C++) are filtered out of
+    stderr for the whole command (pipeline/logs.py: NativeStderrFilter).
+    """
+    import atexit
+    import os
+    import traceback
+
+    verbose = "--verbose" in argv
+    if not verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # before anything imports TensorFlow
+    stderr_filter = None if verbose else logs.NativeStderrFilter()
+    try:
+        code = _main(argv)
+    except SystemExit as e:  # argparse: --help, usage errors
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        print("scarfx: interrupted", file=sys.stderr)
+        code = 130
+    except BaseException:  # noqa: BLE001 - printed as Python would, then the same exit code
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if stderr_filter is not None:
+            stderr_filter.close()
+        os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(getattr(args, "verbose", False))

@@ -1,4 +1,9 @@
-"""Shared test setup. Slow end-to-end tests are marked `e2e` (they still run in CI)."""
+"""Shared test setup. Slow end-to-end tests are marked `e2e` (they still run in CI).
+
+Every test runs in an empty directory of its own, never in the checkout: the defaults
+(./tfx_root, ./serving_model, ./schemas, ./kubeflow_out) that `make demo` fills in the
+checkout are not what a test reads, and a test that writes one fails.
+"""
 import os
 import warnings
 
@@ -22,6 +27,28 @@ scarf:
   pretrain_epochs: 8
   finetune_epochs: 15
 """
+
+
+DEFAULT_PATHS = ("tfx_root", "serving_model", "schemas", "kubeflow_out")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_outside_the_checkout(tmp_path_factory):
+    """Session fixtures (the shared pipeline run) start outside the checkout too."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd-session"))
+    yield
+    os.chdir(previous)
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_checkout(tmp_path_factory, monkeypatch):
+    """Runs the test in a fresh empty directory; fails it if it wrote a default path there."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    yield
+    written = sorted(name for name in DEFAULT_PATHS if (cwd / name).exists())
+    assert not written, f"the test wrote default paths {written}: give it tmp paths instead"
 
 
 @dataclasses.dataclass

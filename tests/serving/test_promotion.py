@@ -230,12 +230,46 @@ def test_admin_disabled_off_loopback_without_token(serving_dir):
     assert r.status_code == 403 and "no admin token" in r.json()["error"]
 
 
-def _run_models(argv):
+def _run_models(argv, pushed_versions=None):
     from serving.cli import add_models_arguments, run_models
 
     parser = argparse.ArgumentParser()
     add_models_arguments(parser)
-    return run_models(parser.parse_args(argv))
+    return run_models(parser.parse_args(argv), pushed_versions)
+
+
+def test_cli_list_reads_only_a_store_that_pushed_into_the_serving_dir(serving_dir, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    fake_versions(serving_dir, 10, 20)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "metadata.sqlite").write_bytes(b"")
+    store = str(root / "metadata.sqlite")
+    read = []
+
+    def pushed_elsewhere(path, serving):  # a store whose pipeline pushes into another dir
+        read.append((path, serving))
+        return {}
+
+    argv = ["--serving-dir", serving_dir, "list", "--pipeline-root", str(root)]
+    assert _run_models([*argv, "--json"], pushed_elsewhere) == 0
+    captured = capsys.readouterr()
+    assert read == [(store, serving_dir)]
+    assert all("blessed" not in row for row in json.loads(captured.out))
+    assert f"ML Metadata at {store} records no push into {serving_dir}" in captured.err
+
+    record = SimpleNamespace(run_id="run-1", blessed=True, metrics={"sparse_categorical_accuracy": 0.75},
+                             baseline_metrics={})
+    assert _run_models(argv, lambda path, serving: {20: record}) == 0
+    captured = capsys.readouterr()
+    assert "acc=0.7500" in captured.out and captured.err == ""
+    assert f"scarfx: run, blessing and eval metrics from ML Metadata at {store}" in captured.out
+
+    # No store under the default ./tfx_root (tests run in an empty directory): nothing read, nothing said.
+    read.clear()
+    assert _run_models(["--serving-dir", serving_dir, "list"], pushed_elsewhere) == 0
+    assert read == [] and capsys.readouterr().err == ""
 
 
 def test_cli(serving_dir, capsys):

@@ -261,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
 
         import tensorflow as tf
 
+        from models.features import SERVING_SIGNATURE
         from serving.examples import read_metadata, serialize_features
 
         kinds = read_metadata(version_dir)["raw_features"]
-        fn = tf.saved_model.load(version_dir).signatures["serving_default"]
+        fn = tf.saved_model.load(version_dir).signatures[SERVING_SIGNATURE]
         wait_ready(port, proc, 180)
         print(f"model: {what}\n{os.cpu_count()} CPUs; {args.seconds:g}s per measurement in {args.rounds} interleaved "
               f"rounds; latency: 1 client; throughput (median of rounds): {args.concurrency} concurrent clients; "

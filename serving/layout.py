@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import re
 
+from models.features import ASSETS_EXTRA
+
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,18}")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
@@ -52,7 +54,7 @@ def ready_versions(base: str) -> list[int]:
 def fingerprint(path: str) -> tuple:
     """Changes whenever the version's files change (used to retry refused versions)."""
     parts = []
-    for rel in (READY_FILE, "variables", os.path.join("variables", "variables.index"), "assets.extra"):
+    for rel in (READY_FILE, "variables", os.path.join("variables", "variables.index"), ASSETS_EXTRA):
         try:
             st = os.stat(os.path.join(path, rel))
             parts.append((rel, st.st_size, st.st_mtime_ns))

@@ -34,6 +34,10 @@ class InputSummary:
     labelled_rows: int
     classes: tuple[str, ...]  # most frequent first
     class_counts: tuple[int, ...]
+    # What CsvExampleGen could not read as the file is: a UTF-8 byte-order mark, quoted
+    # header cells, cells spanning lines. Non-empty: the run reads a normalised copy
+    # (stage_normalised_copy), and each entry says what changed.
+    normalise: tuple[str, ...] = ()
 
     @property
     def binary(self) -> bool:
@@ -64,11 +68,65 @@ def csv_files(path: str) -> list[str]:
     return [path]
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+# Delimiters of CSV exports that are not comma-separated (European Excel: ';').
+OTHER_DELIMITERS = {";": "semicolon (;)", "\t": "tab", "|": "pipe (|)"}
+
+
+def _first_line(path: str) -> str:
+    """The header's physical first line, decoded, without a BOM or line ending."""
+    with open(path, "rb") as f:
+        raw = f.readline(1 << 20)
+    return raw.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
+
+
+def _check_delimiter(path: str, header: list[str], label: str) -> None:
+    """A header that is one column, or lacks the label, but splits on ; tab or | is another dialect."""
+    if label in header and len(header) > 1:
+        return
+    line = _first_line(path)
+    for delimiter, name in OTHER_DELIMITERS.items():
+        cells = [c.strip() for c in next(csv.reader([line], delimiter=delimiter), [])]
+        if len(cells) >= 2 and (label in cells or len(header) == 1):
+            raise InputDataError(
+                f"{path} looks {name}-delimited: its header splits into {len(cells)} columns on {delimiter!r}; "
+                "scarfx reads comma-separated files only: export it with ',' as the delimiter"
+            )
+
+
+def _header_problems(path: str, header: list[str]) -> list[str]:
+    """What CsvExampleGen would misread in the header; raises where no copy can fix it.
+
+    CsvExampleGen takes column names from `first_line.split(',')` (tfx io_utils), with no
+    quote handling: a quoted name keeps its quotes, a name with a comma becomes two.
+    """
+    bad = [c for c in header if "," in c or "\n" in c or "\r" in c or '"' in c]
+    if bad:
+        raise InputDataError(
+            f"column name {bad[0]!r} in {path} contains a comma, quote or line break; TFX's CSV reader splits "
+            "the header on every comma: rename the column"
+        )
+    if _first_line(path).split(",") != header:
+        return ["quoted header cells written without quotes"]
+    return []
+
+
+def _multiline_cells(path: str) -> int:
+    """Cells whose quoted value spans lines (RFC 4180 allows it; scarfx's copy joins them)."""
+    with open(path, "rb") as f:
+        if not any(b'"' in block for block in iter(lambda: f.read(1 << 20), b"")):
+            return 0
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return sum(1 for row in csv.reader(f) for cell in row if "\n" in cell or "\r" in cell)
+
+
 def _header(path: str) -> list[str]:
     if os.path.getsize(path) == 0:
         raise InputDataError(f"data file is empty: {path}")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would
+        # otherwise become part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
     except UnicodeDecodeError as e:
         raise InputDataError(f"data file is not UTF-8 text: {path} ({e.reason} at byte {e.start})") from e
@@ -87,8 +145,25 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
     for other in files[1:]:
         if _header(other) != header:
             raise InputDataError(f"{other} has a different header from {files[0]}")
+    _check_delimiter(files[0], header, label)
     if label not in header:
         raise InputDataError(f"label column {label!r} is not in the CSV header; columns: {', '.join(header)}")
+    normalise = []
+    for f in files:
+        problems = []
+        with open(f, "rb") as handle:
+            if handle.read(len(UTF8_BOM)) == UTF8_BOM:
+                problems.append("UTF-8 byte-order mark removed")
+        problems += _header_problems(f, header)
+        multiline = _multiline_cells(f)
+        if multiline:
+            problems.append(f"{multiline} quoted cells spanning lines joined with spaces")
+        if problems and (len(files) > 1 or os.path.isdir(path)):
+            raise InputDataError(
+                f"{f} needs normalising ({'; '.join(problems)}), which scarfx does for a single CSV file only: "
+                "fix the file, or pass it on its own with --data"
+            )
+        normalise += problems
     missing_drops = [c for c in drop_columns if c not in header]
     if missing_drops:
         raise InputDataError(f"drop_columns {missing_drops} are not in the CSV header")
@@ -100,7 +175,7 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
     for f in files:
         try:
             for chunk in pd.read_csv(
-                f, usecols=[label], dtype=str, keep_default_na=False, chunksize=200_000, encoding="utf-8"
+                f, usecols=[label], dtype=str, keep_default_na=False, chunksize=200_000, encoding="utf-8-sig"
             ):
                 values = chunk[label].str.strip()
                 rows += len(values)
@@ -125,7 +200,44 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
         labelled_rows=sum(counts.values()),
         classes=classes,
         class_counts=tuple(counts[c] for c in classes),
+        normalise=tuple(normalise),
     )
+
+
+STAGED_DIR = "staged_data"
+
+
+def stage_normalised_copy(summary: InputSummary, pipeline_root: str) -> str:
+    """Writes the one input file as CsvExampleGen can read it; returns the copy's path.
+
+    The copy is <pipeline_root>/staged_data/<sha256 of the original>/<file name>: nothing
+    is dropped (the BOM goes, quoted names are written plainly, a line break inside a
+    quoted cell becomes a space), and an unchanged original maps to the existing copy,
+    which is not rewritten, so ExampleGen's input fingerprint and the cache hold.
+    """
+    import hashlib
+    import tempfile
+
+    (source,) = summary.files
+    if "://" in pipeline_root:
+        raise InputDataError(f"{source} needs normalising ({'; '.join(summary.normalise)}), and the pipeline root "
+                             f"{pipeline_root} is not a local directory to stage a copy in: fix the file")
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    folder = os.path.join(pipeline_root, STAGED_DIR, digest.hexdigest()[:16])
+    target = os.path.join(folder, os.path.basename(source))
+    if os.path.exists(target):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
+    with open(source, newline="", encoding="utf-8-sig") as src, os.fdopen(fd, "w", newline="", encoding="utf-8") as dst:
+        writer = csv.writer(dst, lineterminator="\n")
+        for row in csv.reader(src):
+            writer.writerow([c.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") for c in row])
+    os.replace(tmp, target)
+    return target
 
 
 @dataclasses.dataclass
@@ -152,7 +264,7 @@ def _check_feature_values(files: list[str], features: list[str]) -> None:
     for f in files:
         per_file = {c: [0, 0] for c in features}  # numeric, text
         for chunk in pd.read_csv(f, usecols=features, dtype=str, keep_default_na=False, chunksize=200_000,
-                                 encoding="utf-8"):
+                                 encoding="utf-8-sig"):
             for column in features:
                 values = chunk[column].str.strip()
                 values = values[values != ""]

@@ -1,11 +1,12 @@
 """Runs the pipeline with a chosen orchestrator and reports what it decided."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 from pipeline.configs import RUNNERS, ConfigError, PipelineConfig
-from pipeline.data_checks import InputSummary, inspect_csv_input
+from pipeline.data_checks import InputSummary, inspect_csv_input, stage_normalised_copy
 from pipeline.outcome import RunOutcome, latest_run_outcome
 
 
@@ -32,6 +33,12 @@ def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
     """Validates the input, runs every component with the configured runner, reads the verdict."""
     cfg = cfg.resolved()
     summary = inspect_csv_input(cfg.data, cfg.label, cfg.drop_columns)
+    if summary.normalise:
+        # A dialect CsvExampleGen misreads (BOM, quoted header, multi-line cells): it reads
+        # a normalised, content-addressed copy instead, and the user is told what changed.
+        staged = stage_normalised_copy(summary, cfg.pipeline_root)
+        print(f"scarfx: data {summary.files[0]}: {'; '.join(summary.normalise)}; reading the copy {staged}")
+        cfg = dataclasses.replace(cfg, data=staged)
 
     # TFX is imported after the cheap checks: a typo fails in a second.
     from pipeline.pipeline import create_pipeline

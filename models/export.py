@@ -1,13 +1,25 @@
-"""The exported SavedModel: raw tf.Examples in, transform + classifier inside.
+"""The exported SavedModel: raw tf.Examples (or raw feature tensors) in, transform + classifier inside.
 
-Both signatures embed the tf.Transform graph, so serving and TFMA apply exactly the
-statistics computed by the Transform component. Beside them, in assets.extra/, go the
-metadata serving/ reads and TF Serving's warm-up records (the names: models/features.py).
+Signatures (names: models/features.py), each embedding the same tf.Transform graph, so
+serving and TFMA apply exactly the statistics computed by the Transform component:
+- `serving_default`: `examples` (serialized tf.Example, string [None]) -> `probabilities`
+  float32 [None, K], `predicted_class` string [None], `classes` string [None, K];
+- `predict_raw`: one input per raw feature, named like it (characters TensorFlow refuses
+  in a name become `_`; the metadata's `raw_inputs` maps feature -> input), shape
+  [None], dtype from the raw feature spec -> the same outputs. What TF Serving feeds for
+  row-format JSON `{"instances": [{feature: value, ...}]}` or named gRPC tensors. A
+  missing value is `features.RAW_MISSING[kind]`: "" / NaN / the smallest int64;
+- `classification`: `inputs` (serialized tf.Example) -> `classes` string [None, K],
+  `scores` float32 [None, K]: TF Serving's classification signature (`:classify`);
+- `transform_features`: `examples` -> transformed features (TFMA).
+Beside them, in assets.extra/, go the metadata serving/ reads and TF Serving's warm-up
+records.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Iterable, Sequence
 
 import tensorflow as tf
@@ -70,6 +82,11 @@ class ExportModule(tf.Module):
         self._serving_spec = {k: raw_spec[k] for k in serving_features}
         self._full_spec = {k: raw_spec[k] for k in [*serving_features, label]}
         self.class_names = tf.constant(class_names(tf_transform_output))
+        self.raw_inputs = raw_input_names(serving_features)
+        self.serve_raw = tf.function(self._serve_raw, input_signature=[{
+            name: tf.TensorSpec([None], self._serving_spec[feature].dtype, name=name)
+            for feature, name in self.raw_inputs.items()
+        }])
         # The matrices' widths are part of the signature: the classifier's layers (its
         # NumericEncoding first) need them static, and no other width is valid anyway.
         self.classify_transformed = tf.function(self._classify_transformed, input_signature=[
@@ -77,9 +94,7 @@ class ExportModule(tf.Module):
             tf.TensorSpec([None, len(self._layout.categorical_names)], tf.int64, name="categorical"),
         ])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
-    def serve(self, examples):
-        raw = tf.io.parse_example(examples, self._serving_spec)
+    def _predict(self, raw: dict) -> dict:
         transformed = self.tft_layer(raw)
         probabilities = self.classifier(model_inputs(transformed, self._layout), training=False)
         batch = tf.shape(probabilities)[0]
@@ -88,6 +103,22 @@ class ExportModule(tf.Module):
             "predicted_class": tf.gather(self.class_names, tf.argmax(probabilities, axis=1)),
             "classes": tf.tile(self.class_names[tf.newaxis, :], tf.stack([batch, 1])),
         }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+    def serve(self, examples):
+        return self._predict(tf.io.parse_example(examples, self._serving_spec))
+
+    def _serve_raw(self, inputs):
+        """Raw feature tensors [B] -> what parse_example would have given the transform."""
+        raw = {}
+        for feature, name in self.raw_inputs.items():
+            raw[feature] = raw_tensor(inputs[name], self._serving_spec[feature])
+        return self._predict(raw)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)])
+    def classify(self, inputs):
+        out = self._predict(tf.io.parse_example(inputs, self._serving_spec))
+        return {features.CLASSIFY_CLASSES: out["classes"], features.CLASSIFY_SCORES: out["probabilities"]}
 
     def _classify_transformed(self, numeric, categorical):
         """The classifier alone, on transformed matrices: what models/attributions.py explains.
@@ -101,6 +132,52 @@ class ExportModule(tf.Module):
     def transform_features(self, examples):
         raw = tf.io.parse_example(examples, self._full_spec)
         return self.tft_layer(raw)
+
+
+_INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def raw_input_names(serving_features: Sequence[str]) -> dict[str, str]:
+    """{raw feature: its input name in the raw signature}: the feature's own name where
+    TensorFlow accepts it as a tensor name, else with the other characters as `_` (made
+    unique with a numeric suffix)."""
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for feature in serving_features:
+        name = _INVALID_NAME_CHARS.sub("_", feature)
+        if not name or not re.match(r"[A-Za-z0-9.]", name[0]):
+            name = "f" + name
+        base, i = name, 1
+        while name in used:
+            name, i = f"{base}_{i}", i + 1
+        used.add(name)
+        names[feature] = name
+    return names
+
+
+def raw_tensor(values: tf.Tensor, spec):
+    """A raw signature's input column [B] -> the tensor parse_example gives for `spec`.
+
+    VarLen features become a [B, 1] SparseTensor without the missing cells
+    (features.RAW_MISSING: "", NaN or inf, the smallest int64), so the transform sees
+    exactly what it sees for a tf.Example that leaves the feature out. FixedLen features
+    (required) are reshaped to [B] + shape, their missing cells replaced by the default
+    value when the spec has one.
+    """
+    if values.dtype == tf.string:
+        present = tf.strings.length(values) > 0
+    elif values.dtype.is_floating:
+        present = tf.math.is_finite(values)
+    else:
+        present = tf.not_equal(values, tf.constant(features.INT64_MISSING, values.dtype))
+    if isinstance(spec, tf.io.VarLenFeature):
+        batch = tf.shape(values, out_type=tf.int64)[0]
+        rows = tf.where(present)[:, 0]
+        indices = tf.stack([rows, tf.zeros_like(rows)], axis=1)
+        return tf.SparseTensor(indices, tf.boolean_mask(values, present), tf.stack([batch, tf.constant(1, tf.int64)]))
+    if getattr(spec, "default_value", None) is not None:
+        values = tf.where(present, values, tf.cast(tf.reshape(spec.default_value, [-1])[0], values.dtype))
+    return tf.reshape(values, [-1, *[int(d) for d in spec.shape]])
 
 
 def feature_kinds(tf_transform_output: tft.TFTransformOutput, names: list[str]) -> dict[str, str]:
@@ -124,6 +201,8 @@ def export_saved_model(
     module = ExportModule(classifier, tf_transform_output, label, serving_features)
     signatures = {
         features.SERVING_SIGNATURE: module.serve.get_concrete_function(),
+        features.RAW_SIGNATURE: module.serve_raw.get_concrete_function(),
+        features.CLASSIFY_SIGNATURE: module.classify.get_concrete_function(),
         features.TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
@@ -134,6 +213,7 @@ def export_saved_model(
         "label": label,
         "classes": class_names(tf_transform_output),
         "raw_features": feature_kinds(tf_transform_output, serving_features),
+        "raw_inputs": module.raw_inputs,
     }
     with tf.io.gfile.GFile(os.path.join(extra, features.METADATA_FILE), "w") as f:
         f.write(json.dumps(metadata, indent=2))

@@ -17,6 +17,22 @@ LABEL_VOCABULARY = "label"  # vocabulary file name; its order defines class ids
 SERVING_SIGNATURE = "serving_default"  # examples -> probabilities, predicted_class, classes
 TRANSFORM_SIGNATURE = "transform_features"  # examples -> transformed features
 EXAMPLES_INPUT = "examples"  # both signatures' one input: serialized tf.Examples, string [None]
+# One input per raw feature (named like the feature, shape [None], dtype from the raw
+# feature spec) -> the outputs of SERVING_SIGNATURE; what TF Serving feeds for
+# {"signature_name": "predict_raw", "instances": [{feature: value, ...}]} and for a gRPC
+# PredictRequest with named tensors. A missing value is one of RAW_MISSING.
+RAW_SIGNATURE = "predict_raw"
+# TF Serving's classification signature (`:classify`, gRPC Classify): serialized
+# tf.Examples in CLASSIFY_INPUT -> CLASSIFY_CLASSES string [None, K], CLASSIFY_SCORES float32 [None, K].
+CLASSIFY_SIGNATURE = "classification"
+CLASSIFY_INPUT = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
+# RAW_SIGNATURE's missing values, by raw dtype: every instance of TF Serving's row format
+# must hold every input, so "missing" is a value. Strings: "" (a missing CSV cell is "" to
+# the transform anyway); floats: NaN (and +-inf, as in training); ints: the smallest int64.
+INT64_MISSING = -(1 << 63)
+RAW_MISSING = {"string": "", "float": float("nan"), "int": INT64_MISSING}
 ASSETS_EXTRA = "assets.extra"  # beside saved_model.pb; TF Serving keeps it with the version
 METADATA_FILE = "scarfx_metadata.json"  # in ASSETS_EXTRA: label, classes, raw feature kinds
 WARMUP_FILE = "tf_serving_warmup_requests"  # in ASSETS_EXTRA: TF Serving's warm-up records

@@ -3,8 +3,11 @@ with missing cells in, the same probabilities out of every entry point."""
 import os
 import tempfile
 
+import json
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
@@ -29,17 +32,25 @@ def _transform_graph(rows, config) -> tft.TFTransformOutput:
     return tft.TFTransformOutput(graph)
 
 
-def test_exported_ensemble_scores_raw_examples_and_transformed_matrices_alike(tmp_path):
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(export dir, classifier, transform output, layout, rows): a 2-member ensemble exported once."""
     rows = _numeric_rows([3.0, None, 1.0, 8.0, 2.0, 100.0, 5.0, 4.0])
     output = _transform_graph(rows, QUANTILE)
     layout = export.layout_from_transform(output)
-    assert layout.numeric_names == ("num__n", "num__x") and layout.categorical_names == ("cat__s",)
     keras.utils.set_random_seed(0)
     members = [build_classifier(build_encoder(layout, TINY, name=f"encoder_{k}"), 2, name=f"member_{k}", seed=k)
                for k in range(2)]
     classifier = average_classifiers(members, layout)
-    export.export_saved_model(classifier, output, str(tmp_path), "y", ["n", "s", "x"], model_name="m")
-    loaded = tf.saved_model.load(str(tmp_path))
+    path = str(tmp_path_factory.mktemp("exported"))
+    export.export_saved_model(classifier, output, path, "y", ["n", "s", "x"], model_name="m")
+    return path, classifier, output, layout, rows
+
+
+def test_exported_ensemble_scores_raw_examples_and_transformed_matrices_alike(exported):
+    path, classifier, output, layout, rows = exported
+    assert layout.numeric_names == ("num__n", "num__x") and layout.categorical_names == ("cat__s",)
+    loaded = tf.saved_model.load(path)
 
     examples = tf.constant([raw_example(r) for r in rows])
     transformed = loaded.signatures["transform_features"](examples=examples)
@@ -55,3 +66,96 @@ def test_exported_ensemble_scores_raw_examples_and_transformed_matrices_alike(tm
     classes = export.class_names(output)
     assert sorted(classes) == ["no", "yes"]
     assert [c.decode() for c in served["predicted_class"].numpy()] == [classes[i] for i in expected.argmax(axis=1)]
+
+
+def _signature_defs(path) -> dict:
+    """The SignatureDefs of saved_model.pb: what TF Serving validates requests against."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    return dict(sm.meta_graphs[0].signature_def)
+
+
+def _tf_serving_feed(sig_def, request_tensors: dict) -> dict:
+    """What TF Serving does with a PredictRequest before running: the request's input
+    names must be exactly the signature's, each TensorProto's dtype the signature's, its
+    shape compatible; then the protos become tensors (tensor_util, like Tensor::FromProto)."""
+    assert set(request_tensors) == set(sig_def.inputs), (sorted(request_tensors), sorted(sig_def.inputs))
+    feed = {}
+    for name, proto in request_tensors.items():
+        info = sig_def.inputs[name]
+        assert proto.dtype == info.dtype, (name, proto.dtype, info.dtype)
+        want = [d.size for d in info.tensor_shape.dim]
+        got = [d.size for d in proto.tensor_shape.dim]
+        assert len(got) == len(want) and all(w in (-1, g) for w, g in zip(want, got)), (name, got, want)
+        feed[name] = tf.constant(tf.make_ndarray(proto))
+    return feed
+
+
+def test_raw_and_classification_signatures_take_what_tf_serving_feeds(exported):
+    """Row-format JSON and named gRPC tensors for `predict_raw`, serialized tf.Examples in
+    `inputs` for `classification`: checked against saved_model.pb's SignatureDefs the way
+    TF Serving checks them, run through the loaded signatures, and scored exactly like
+    serving_default scores the same rows as tf.Examples (missing cells included)."""
+    from tensorflow.core.framework import types_pb2
+
+    from models import features
+
+    path, classifier, output, layout, rows = exported
+    defs = _signature_defs(path)
+    assert {features.SERVING_SIGNATURE, features.RAW_SIGNATURE, features.CLASSIFY_SIGNATURE,
+            features.TRANSFORM_SIGNATURE} <= set(defs)
+    raw_def = defs[features.RAW_SIGNATURE]
+    assert {k: (v.dtype, [d.size for d in v.tensor_shape.dim]) for k, v in raw_def.inputs.items()} == {
+        "n": (types_pb2.DT_INT64, [-1]), "s": (types_pb2.DT_STRING, [-1]), "x": (types_pb2.DT_FLOAT, [-1])}
+    cls_def = defs[features.CLASSIFY_SIGNATURE]
+    # TF Serving's classification signature: one DT_STRING input, classes DT_STRING and
+    # scores DT_FLOAT, both [batch, K].
+    assert list(cls_def.inputs) == [features.CLASSIFY_INPUT]
+    assert cls_def.inputs[features.CLASSIFY_INPUT].dtype == types_pb2.DT_STRING
+    assert cls_def.outputs[features.CLASSIFY_CLASSES].dtype == types_pb2.DT_STRING
+    assert cls_def.outputs[features.CLASSIFY_SCORES].dtype == types_pb2.DT_FLOAT
+    for out in (features.CLASSIFY_CLASSES, features.CLASSIFY_SCORES):
+        assert [d.size for d in cls_def.outputs[out].tensor_shape.dim] == [-1, 2]
+    meta = json.load(open(os.path.join(path, features.ASSETS_EXTRA, features.METADATA_FILE)))
+    assert meta["raw_inputs"] == {"n": "n", "s": "s", "x": "x"}
+
+    # Rows with missing cells: x missing, s missing, s unseen in training.
+    rows = [*rows[:3], {**rows[3], "s": []}, {**rows[4], "s": [b"zzz"]}]
+    loaded = tf.saved_model.load(path)
+    reference = loaded.signatures[features.SERVING_SIGNATURE](
+        examples=tf.constant([raw_example(r) for r in rows]))
+
+    # Row format JSON as a client writes it; NaN and "" are the missing values.
+    instances = [{"n": r["n"][0], "s": r["s"][0].decode() if r["s"] else features.RAW_MISSING["string"],
+                  "x": r["x"][0] if r["x"] else features.RAW_MISSING["float"]} for r in rows]
+    # TF Serving makes one tensor per named input, of the signature's dtype, shape [B].
+    tensors = {name: tf.make_tensor_proto([inst[name] for inst in instances],
+                                          dtype=tf.dtypes.as_dtype(raw_def.inputs[name].dtype))
+               for name in raw_def.inputs}
+    served = loaded.signatures[features.RAW_SIGNATURE](**_tf_serving_feed(raw_def, tensors))
+    assert set(served) == set(reference)
+    np.testing.assert_allclose(served["probabilities"].numpy(), reference["probabilities"].numpy(), rtol=1e-6)
+    assert served["predicted_class"].numpy().tolist() == reference["predicted_class"].numpy().tolist()
+    assert served["classes"].numpy().tolist() == reference["classes"].numpy().tolist()
+
+    # A missing int is the smallest int64 (n is required in this schema: its default 0 is not
+    # set, so the value goes through as a number; what matters is that it is accepted).
+    one = {"n": tf.make_tensor_proto([features.INT64_MISSING], dtype=tf.int64),
+           "s": tf.make_tensor_proto([""], dtype=tf.string),
+           "x": tf.make_tensor_proto([float("nan")], dtype=tf.float32)}
+    assert loaded.signatures[features.RAW_SIGNATURE](**_tf_serving_feed(raw_def, one))["probabilities"].shape == (1, 2)
+
+    # Classify: TF Serving serializes the request's tf.Examples into the one string input.
+    inputs = tf.make_tensor_proto([raw_example(r) for r in rows], dtype=tf.string)
+    classified = loaded.signatures[features.CLASSIFY_SIGNATURE](
+        **_tf_serving_feed(cls_def, {features.CLASSIFY_INPUT: inputs}))
+    np.testing.assert_allclose(classified["scores"].numpy(), reference["probabilities"].numpy(), rtol=1e-6)
+    assert classified["classes"].numpy().tolist() == reference["classes"].numpy().tolist()
+
+
+def test_raw_input_names_are_valid_tensor_names():
+    assert export.raw_input_names(["trip miles", "trip_miles", "é", "_x", "a.b"]) == {
+        "trip miles": "trip_miles", "trip_miles": "trip_miles_1", "é": "f_", "_x": "f_x", "a.b": "a.b"}

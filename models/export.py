@@ -112,7 +112,7 @@ class ExportModule(tf.Module):
         """Raw feature tensors [B] -> what parse_example would have given the transform."""
         raw = {}
         for feature, name in self.raw_inputs.items():
-            raw[feature] = raw_tensor(inputs[name], self._serving_spec[feature])
+            raw[feature] = raw_tensor(inputs[name], self._serving_spec[feature], feature)
         return self._predict(raw)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)])
@@ -155,14 +155,15 @@ def raw_input_names(serving_features: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def raw_tensor(values: tf.Tensor, spec):
+def raw_tensor(values: tf.Tensor, spec, name: str = "feature"):
     """A raw signature's input column [B] -> the tensor parse_example gives for `spec`.
 
     VarLen features become a [B, 1] SparseTensor without the missing cells
     (features.RAW_MISSING: "", NaN or inf, the smallest int64), so the transform sees
     exactly what it sees for a tf.Example that leaves the feature out. FixedLen features
     (required) are reshaped to [B] + shape, their missing cells replaced by the default
-    value when the spec has one.
+    value when the spec has one, else refused (InvalidArgumentError naming the feature),
+    as parse_example refuses a tf.Example without it.
     """
     if values.dtype == tf.string:
         present = tf.strings.length(values) > 0
@@ -177,6 +178,10 @@ def raw_tensor(values: tf.Tensor, spec):
         return tf.SparseTensor(indices, tf.boolean_mask(values, present), tf.stack([batch, tf.constant(1, tf.int64)]))
     if getattr(spec, "default_value", None) is not None:
         values = tf.where(present, values, tf.cast(tf.reshape(spec.default_value, [-1])[0], values.dtype))
+    else:
+        tf.debugging.assert_equal(tf.reduce_all(present), True,
+                                  message=f"Feature: {name} (data type: {values.dtype.name}) is required but "
+                                          "could not be found (a missing value)")
     return tf.reshape(values, [-1, *[int(d) for d in spec.shape]])
 
 

@@ -141,12 +141,15 @@ def test_raw_and_classification_signatures_take_what_tf_serving_feeds(exported):
     assert served["predicted_class"].numpy().tolist() == reference["predicted_class"].numpy().tolist()
     assert served["classes"].numpy().tolist() == reference["classes"].numpy().tolist()
 
-    # A missing int is the smallest int64 (n is required in this schema: its default 0 is not
-    # set, so the value goes through as a number; what matters is that it is accepted).
-    one = {"n": tf.make_tensor_proto([features.INT64_MISSING], dtype=tf.int64),
+    # Every feature missing but n, which this schema requires (FixedLen, no default):
+    # missing there, the row is refused naming it, as parse_example refuses the tf.Example.
+    one = {"n": tf.make_tensor_proto([3], dtype=tf.int64),
            "s": tf.make_tensor_proto([""], dtype=tf.string),
            "x": tf.make_tensor_proto([float("nan")], dtype=tf.float32)}
     assert loaded.signatures[features.RAW_SIGNATURE](**_tf_serving_feed(raw_def, one))["probabilities"].shape == (1, 2)
+    one["n"] = tf.make_tensor_proto([features.INT64_MISSING], dtype=tf.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Feature: n .* is required"):
+        loaded.signatures[features.RAW_SIGNATURE](**_tf_serving_feed(raw_def, one))
 
     # Classify: TF Serving serializes the request's tf.Examples into the one string input.
     inputs = tf.make_tensor_proto([raw_example(r) for r in rows], dtype=tf.string)

@@ -159,7 +159,7 @@ def _short(v: Any) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def _check_scalar(name: str, kind: str, v: Any):
+def check_scalar(name: str, kind: str, v: Any):
     t = type(v)
     if kind == "float":
         if t is float or t is int:
@@ -213,9 +213,9 @@ def check_features(instance: Any, kinds: Mapping[str, str], context: Mapping[str
             for item in value:
                 if type(item) is list or item is None:
                     raise FeatureError(f"feature '{name}': nested lists and nulls inside lists are not allowed")
-                vals.append(_check_scalar(name, kind, item))
+                vals.append(check_scalar(name, kind, item))
         else:
-            vals = [_check_scalar(name, kind, value)]
+            vals = [check_scalar(name, kind, value)]
         out[name] = (kind, vals)
     return out
 

@@ -4,6 +4,9 @@ The contract (what the Trainer exports, see docs/SERVING.md):
 - `serving_default`: `examples` string [None] -> `probabilities` float32 [None, K],
   `predicted_class` string [None], `classes` string [None, K];
 - `transform_features`: `examples` string [None] -> transformed features;
+- optional (models exported before them lack them): `predict_raw`, one float/int/string
+  input [None] per raw feature -> the outputs of `serving_default`; `classification`,
+  `inputs` string [None] -> `classes` string [None, K], `scores` float32 [None, K];
 - `assets.extra/scarfx_metadata.json` with `classes` (K names) and `raw_features`.
 """
 from __future__ import annotations
@@ -15,7 +18,10 @@ import threading
 import time
 from typing import Any
 
-from models.features import EXAMPLES_INPUT, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from models.features import (
+    CLASSIFY_CLASSES, CLASSIFY_INPUT, CLASSIFY_SCORES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT, RAW_MISSING,
+    RAW_SIGNATURE, SERVING_SIGNATURE, TRANSFORM_SIGNATURE,
+)
 from serving.examples import MetadataError, default_example_features, read_metadata, serialize_features
 from serving.warmup import read_warmup_requests, warmup_path
 
@@ -69,6 +75,74 @@ def takes_examples(fn) -> bool:
     return dtype == "string" and dims is not None and len(dims) == 1
 
 
+_KINDS = {"float32": "float", "float64": "float", "int32": "int", "int64": "int", "string": "string"}
+
+
+def named_inputs(fn) -> dict[str, str] | None:
+    """{input name: dtype name} when every input of `fn` is a named rank-1 float, int or
+    string tensor (a raw-feature signature), else None."""
+    args, kwargs = fn.structured_input_signature
+    if args or not kwargs:
+        return None
+    out = {}
+    for name, spec in kwargs.items():
+        dtype, dims = _spec(spec)
+        if dtype not in _KINDS or dims is None or len(dims) != 1:
+            return None
+        out[name] = dtype
+    return out
+
+
+def raw_numpy_dtype(dtype_name: str):
+    import numpy as np
+
+    return object if dtype_name == "string" else np.dtype(dtype_name)
+
+
+def missing_value(dtype_name: str):
+    """A raw signature's missing value for an input of this dtype (models.features.RAW_MISSING)."""
+    import numpy as np
+
+    kind = _KINDS[dtype_name]
+    if kind == "int":
+        return int(np.iinfo(dtype_name).min)
+    return b"" if kind == "string" else RAW_MISSING[kind]
+
+
+def is_classification(fn) -> bool:
+    """TF Serving's classification signature: one string input [None] (serialized
+    tf.Examples), `classes` string and/or `scores` float32 [None, K], and no other output."""
+    args, kwargs = fn.structured_input_signature
+    if args or len(kwargs) != 1:
+        return False
+    dtype, dims = _spec(next(iter(kwargs.values())))
+    outputs = fn.structured_outputs
+    if dtype != "string" or dims is None or len(dims) != 1 or not isinstance(outputs, dict):
+        return False
+    want = {CLASSIFY_CLASSES: "string", CLASSIFY_SCORES: "float32"}
+    present = [k for k in want if k in outputs]
+    return bool(present) and set(outputs) <= set(want) and all(_spec(outputs[k])[0] == want[k] and _spec(outputs[k])[1] is not None
+                                 and len(_spec(outputs[k])[1]) == 2 for k in present)
+
+
+def _check_outputs_spec(name: str, outputs, want: dict, num_classes: int, problems: list) -> None:
+    if not isinstance(outputs, dict):
+        problems.append(f"{name} must return a dict of named outputs")
+        return
+    for out, (dtype, rank) in want.items():
+        if out not in outputs:
+            problems.append(f"{name} lacks output '{out}'")
+            continue
+        got_dtype, dims = _spec(outputs[out])
+        if got_dtype != dtype or dims is None or len(dims) != rank:
+            problems.append(f"{name} output '{out}' must be {dtype} of rank {rank}; is {got_dtype} {dims}")
+        elif rank == 2 and dims[1] is not None and dims[1] != num_classes:
+            problems.append(f"{name} output '{out}' has {dims[1]} classes; the metadata lists {num_classes}")
+
+
+_PREDICT_OUTPUTS = {"probabilities": ("float32", 2), "predicted_class": ("string", 1), "classes": ("string", 2)}
+
+
 def check_contract(signatures: dict, num_classes: int) -> None:
     """Raises LoadError(INVALID_ARGUMENT) unless the signatures match the serving contract."""
     problems = []
@@ -80,34 +154,29 @@ def check_contract(signatures: dict, num_classes: int) -> None:
             got = {k: _spec(v) for k, v in kwargs.items()}
             problems.append(f"signature '{name}' must take one input 'examples' string [None]; takes {got}")
     if SERVING_SIGNATURE in signatures:
-        outputs = signatures[SERVING_SIGNATURE].structured_outputs
-        if not isinstance(outputs, dict):
-            problems.append("serving_default must return a dict of named outputs")
+        _check_outputs_spec(SERVING_SIGNATURE, signatures[SERVING_SIGNATURE].structured_outputs,
+                            _PREDICT_OUTPUTS, num_classes, problems)
+    if RAW_SIGNATURE in signatures:
+        if named_inputs(signatures[RAW_SIGNATURE]) is None:
+            problems.append(f"signature '{RAW_SIGNATURE}' must take named float/int/string inputs of shape [None]")
+        _check_outputs_spec(RAW_SIGNATURE, signatures[RAW_SIGNATURE].structured_outputs,
+                            _PREDICT_OUTPUTS, num_classes, problems)
+    if CLASSIFY_SIGNATURE in signatures:
+        fn = signatures[CLASSIFY_SIGNATURE]
+        if set(fn.structured_input_signature[1]) != {CLASSIFY_INPUT} or not is_classification(fn):
+            problems.append(f"signature '{CLASSIFY_SIGNATURE}' must take '{CLASSIFY_INPUT}' string [None] and "
+                            f"return '{CLASSIFY_CLASSES}' string and '{CLASSIFY_SCORES}' float32 [None, K]")
         else:
-            want = {
-                "probabilities": ("float32", 2),
-                "predicted_class": ("string", 1),
-                "classes": ("string", 2),
-            }
-            for out, (dtype, rank) in want.items():
-                if out not in outputs:
-                    problems.append(f"serving_default lacks output '{out}'")
-                    continue
-                got_dtype, dims = _spec(outputs[out])
-                if got_dtype != dtype or dims is None or len(dims) != rank:
-                    problems.append(f"serving_default output '{out}' must be {dtype} of rank {rank}; "
-                                    f"is {got_dtype} {dims}")
-                elif rank == 2 and dims[1] is not None and dims[1] != num_classes:
-                    problems.append(f"serving_default output '{out}' has {dims[1]} classes; "
-                                    f"the metadata lists {num_classes}")
+            _check_outputs_spec(CLASSIFY_SIGNATURE, fn.structured_outputs,
+                                {CLASSIFY_CLASSES: ("string", 2), CLASSIFY_SCORES: ("float32", 2)},
+                                num_classes, problems)
     if problems:
         raise LoadError("SavedModel does not match the serving contract: " + "; ".join(problems),
                         "INVALID_ARGUMENT")
 
 
-def signature_def_map_json(saved_model_dir: str) -> dict:
-    """The SignatureDefMap as TF Serving's REST metadata endpoint prints it."""
-    from google.protobuf import json_format
+def signature_def_map(saved_model_dir: str):
+    """The SignatureDefMap of saved_model.pb's serving graph (what GetModelMetadata returns)."""
     from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow_serving.apis import get_model_metadata_pb2
 
@@ -121,6 +190,13 @@ def signature_def_map_json(saved_model_dir: str) -> dict:
                 if not k.startswith("__"):
                     sig_map.signature_def[k].CopyFrom(v)
             break
+    return sig_map
+
+
+def signature_def_map_json(sig_map) -> dict:
+    """The SignatureDefMap as TF Serving's REST metadata endpoint prints it."""
+    from google.protobuf import json_format
+
     return json_format.MessageToDict(sig_map, preserving_proto_field_name=True,
                                      including_default_value_fields=True)
 
@@ -138,6 +214,11 @@ class LoadedModel:
         self.signatures: dict = {}
         self.signature_names: list[str] = []
         self.example_signatures: set[str] = set()
+        self.raw_kinds: dict[str, str] = {}  # predict_raw's {input name: "float"|"int"|"string"}; {} without it
+        self.raw_dtypes: dict[str, str] = {}  # predict_raw's {input name: numpy dtype name}
+        self.raw_aliases: dict[str, str] = {}  # {raw feature name: input name} where they differ
+        self.classify_signatures: set[str] = set()
+        self.signature_defs = None  # SignatureDefMap proto
         self.metadata_json: dict | None = None
         self.warmup_source = ""
         self.load_seconds = 0.0
@@ -163,8 +244,16 @@ class LoadedModel:
         self.signature_names = sorted(self.signatures)
         check_contract(self.signatures, len(self.classes))
         self.example_signatures = {n for n, fn in self.signatures.items() if takes_examples(fn)}
+        self.classify_signatures = {n for n, fn in self.signatures.items() if is_classification(fn)}
+        if RAW_SIGNATURE in self.signatures:
+            self.raw_dtypes = named_inputs(self.signatures[RAW_SIGNATURE])
+            self.raw_kinds = {k: _KINDS[d] for k, d in self.raw_dtypes.items()}
+            aliases = self.metadata.get("raw_inputs")
+            if isinstance(aliases, dict):
+                self.raw_aliases = {k: v for k, v in aliases.items() if k != v and v in self.raw_kinds}
         try:
-            self.metadata_json = signature_def_map_json(self.path)
+            self.signature_defs = signature_def_map(self.path)
+            self.metadata_json = signature_def_map_json(self.signature_defs)
         except Exception as e:  # noqa: BLE001
             raise LoadError(f"could not read signatures from saved_model.pb: {_short_error(e)}") from None
         self.warmup()
@@ -188,6 +277,13 @@ class LoadedModel:
             requests = [(SERVING_SIGNATURE, {EXAMPLES_INPUT: [one]}),
                         (SERVING_SIGNATURE, {EXAMPLES_INPUT: [one] * 64})]
             self.warmup_source = f"generated from {os.path.basename(self.path)} metadata ({len(requests)} requests)"
+        # Whatever the file lists, the raw-feature and classification signatures this server
+        # routes JSON to run once, so their first request is not slow (every feature set: a
+        # model may require features).
+        if self.raw_kinds:
+            requests.append((RAW_SIGNATURE, self.neutral_raw_inputs(1)))
+        if CLASSIFY_SIGNATURE in self.classify_signatures:
+            requests.append((CLASSIFY_SIGNATURE, {CLASSIFY_INPUT: [b""]}))
         for i, (sig, inputs) in enumerate(requests):
             if sig not in self.signatures:
                 raise LoadError(f"warm-up request {i}: unknown signature '{sig}'", "INVALID_ARGUMENT")
@@ -195,7 +291,7 @@ class LoadedModel:
                 outputs = self.run(sig, inputs)
             except Exception as e:  # noqa: BLE001
                 raise LoadError(f"warm-up request {i} ({sig}) failed: {_short_error(e)}", _error_code(e)) from None
-            if sig == SERVING_SIGNATURE:
+            if sig in (SERVING_SIGNATURE, RAW_SIGNATURE):
                 self._check_outputs(outputs, i)
 
     def _check_outputs(self, outputs: dict, i: int) -> None:
@@ -227,6 +323,18 @@ class LoadedModel:
 
     def run_examples(self, signature_name: str, examples: list[bytes]) -> dict:
         return self.run(signature_name, {EXAMPLES_INPUT: examples})
+
+    def classify_input(self, signature_name: str) -> str:
+        """The one input of a classification signature (`inputs` in scarfx's)."""
+        return next(iter(self.signatures[signature_name].structured_input_signature[1]))
+
+    def neutral_raw_inputs(self, n: int) -> dict:
+        """predict_raw's inputs for n rows with every feature set (0, 0.0, "0")."""
+        import numpy as np
+
+        neutral = {"float": 0.0, "int": 0, "string": b"0"}
+        return {name: np.full(n, neutral[kind], raw_numpy_dtype(self.raw_dtypes[name]))
+                for name, kind in self.raw_kinds.items()}
 
 
 class VersionHandle:

@@ -3,14 +3,16 @@
 Predict bodies (https://www.tensorflow.org/tfx/serving/api_rest):
   {"signature_name": "...", "instances": [...]}   row format    -> {"predictions": [...]}
   {"signature_name": "...", "inputs": ...}        columnar      -> {"outputs": ...}
-Every signature of the contract takes one input, `examples` (serialized tf.Examples), so
-an instance is `{"b64": "<serialized tf.Example>"}` (or `{"examples": {"b64": ...}}`), or,
-as a scarfx extension, an object of raw feature values turned into a tf.Example with the
-model's scarfx_metadata.json. Columnar `inputs` is a list of such instances,
+An instance is `{"b64": "<serialized tf.Example>"}` (or `{"examples": {"b64": ...}}`) for
+`serving_default`, or an object of raw feature values, which is fed to `predict_raw` (one
+input tensor per raw feature, as TF Serving feeds it; a missing feature or null is the
+feature's missing value). Columnar `inputs` is a list of such instances,
 `{"examples": [...]}`, or an object of equally long feature columns.
 
 Classify bodies: {"signature_name"?, "context"?: {features}, "examples": [{features}, ...]}
-  -> {"results": [[["<class>", score], ...], ...]}
+  -> {"results": [[["<class>", score], ...], ...]}, run on the `classification` signature
+  (the examples become tf.Examples with the model's scarfx_metadata.json, as TF Serving
+  builds them from JSON).
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ import binascii
 import re
 from typing import Any
 
-from models.features import EXAMPLES_INPUT, SERVING_SIGNATURE
+from models.features import (
+    CLASSIFY_CLASSES, CLASSIFY_SCORES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SERVING_SIGNATURE,
+)
 from serving import jsonutil
-from serving.examples import FeatureError, serialize_features
-from serving.model import LoadedModel
+from serving.examples import FeatureError, check_scalar, serialize_features
+from serving.model import LoadedModel, missing_value, raw_numpy_dtype
 
 
 class HTTPError(Exception):
@@ -88,26 +92,19 @@ def first_invalid_example(examples: list[bytes]) -> int | None:
     return None
 
 
-def instance_to_example(inst: Any, kinds: dict, where: str) -> bytes:
-    """One row-format instance -> serialized tf.Example."""
-    if type(inst) is dict:
-        if len(inst) == 1:
-            if "b64" in inst and "b64" not in kinds:
-                return _decode_b64_example(inst, where)
-            if EXAMPLES_INPUT in inst and EXAMPLES_INPUT not in kinds:
-                inner = inst[EXAMPLES_INPUT]
-                if type(inner) is dict and "b64" in inner:
-                    return _decode_b64_example(inner, where)
-                raise bad_request(f"{where}: 'examples' must be {{\"b64\": <serialized tf.Example>}}")
-        try:
-            return serialize_features(inst, kinds)
-        except FeatureError as e:
-            raise bad_request(f"{where}: {e}") from None
-    if isinstance(inst, str):
-        raise bad_request(f"{where}: a plain string is not accepted; send {{\"b64\": <serialized tf.Example>}} "
-                          "or an object of feature values")
-    raise bad_request(f"{where}: expected an object of feature values or {{\"b64\": <serialized tf.Example>}}, "
-                      f"got a {_type_name(inst)}")
+def _example_instance(inst: Any, where: str, names) -> bytes | None:
+    """A TF Serving tf.Example instance ({"b64": ...} or {"examples": {"b64": ...}}) ->
+    its bytes; None for anything else (not a b64 form, or a feature named like one)."""
+    if type(inst) is not dict or len(inst) != 1:
+        return None
+    if "b64" in inst and "b64" not in names:
+        return _decode_b64_example(inst, where)
+    if EXAMPLES_INPUT in inst and EXAMPLES_INPUT not in names:
+        inner = inst[EXAMPLES_INPUT]
+        if type(inner) is dict and "b64" in inner:
+            return _decode_b64_example(inner, where)
+        raise bad_request(f"{where}: 'examples' must be {{\"b64\": <serialized tf.Example>}}")
+    return None
 
 
 def _check_batch(n: int, max_batch: int, what: str) -> None:
@@ -117,63 +114,163 @@ def _check_batch(n: int, max_batch: int, what: str) -> None:
         raise HTTPError(413, f"batch of {n} examples exceeds the limit of {max_batch}")
 
 
-def _signature(payload: dict, model: LoadedModel) -> str:
-    sig = payload.get("signature_name", SERVING_SIGNATURE)
+def _signature(payload: dict, model: LoadedModel, default: str = SERVING_SIGNATURE) -> tuple[str, bool]:
+    """-> (signature name, named in the request?)."""
+    sig = payload.get("signature_name")
     if sig is None or sig == "":
-        sig = SERVING_SIGNATURE
+        return default, False
     if not isinstance(sig, str):
         raise bad_request("'signature_name' must be a string")
     if sig not in model.signatures:
         raise bad_request(f"unknown signature_name '{sig[:100]}'; the model has: {', '.join(model.signature_names)}")
-    if sig not in model.example_signatures:
-        raise bad_request(f"signature '{sig}' does not take serialized tf.Examples ('examples'); "
-                          "this server only serves such signatures")
-    return sig
+    return sig, True
 
 
-def parse_predict(payload: dict, model: LoadedModel, max_batch: int) -> tuple[str, list[bytes], bool]:
-    """-> (signature name, serialized examples, row format?)."""
-    sig = _signature(payload, model)
-    has_instances, has_inputs = "instances" in payload, "inputs" in payload
-    if has_instances == has_inputs:
-        raise bad_request("the request must have exactly one of 'instances' (row format) or 'inputs' (columnar)")
-    kinds = model.kinds
-    if has_instances:
-        instances = payload["instances"]
-        if not isinstance(instances, list):
-            raise bad_request(f"'instances' must be a list, got a {_type_name(instances)}")
-        _check_batch(len(instances), max_batch, "instances")
-        return sig, [instance_to_example(x, kinds, f"instance {i}") for i, x in enumerate(instances)], True
-    inputs = payload["inputs"]
-    if type(inputs) is dict and len(inputs) == 1 and EXAMPLES_INPUT in inputs and EXAMPLES_INPUT not in kinds:
-        inputs = inputs[EXAMPLES_INPUT]
-    if type(inputs) is list:
-        _check_batch(len(inputs), max_batch, "inputs")
-        return sig, [instance_to_example(x, kinds, f"input {i}") for i, x in enumerate(inputs)], False
-    if type(inputs) is dict:
-        if not inputs:
-            raise bad_request("'inputs' is empty; send at least one example")
+def _raw_value(v: Any, kind: str, name: str, missing):
+    """One JSON cell of a raw-feature input: null, [] or absent -> `missing`; [x] -> x."""
+    if v is None:
+        return missing
+    if type(v) is list:
+        if not v:
+            return missing
+        if len(v) > 1:
+            raise FeatureError(f"feature '{name}' takes one value per example; got {len(v)} "
+                               "(send a tf.Example to serving_default for lists)")
+        v = v[0]
+        if v is None or type(v) is list:
+            raise FeatureError(f"feature '{name}': expected a {kind} value, got nested lists or a null")
+    return check_scalar(name, kind, v)
+
+
+def raw_columns(rows: list | None, columns: dict | None, model: LoadedModel, what: str) -> dict:
+    """Row-format instances (objects) or columnar {feature: [values]} -> predict_raw's
+    inputs {input name: numpy array [B]}. A feature may be named by its raw name or by
+    its input name; a missing one gets the missing value (models.features.RAW_MISSING)."""
+    import numpy as np
+
+    kinds, aliases = model.raw_kinds, model.raw_aliases
+    if rows is not None:
+        columns = {}
+        n = len(rows)
+        for i, inst in enumerate(rows):
+            if isinstance(inst, str):
+                raise bad_request(f"{what} {i}: a plain string is not accepted; send {{\"b64\": <serialized "
+                                  "tf.Example>}} or an object of feature values")
+            if type(inst) is not dict:
+                raise bad_request(f"{what} {i}: expected an object of feature values or "
+                                  f"{{\"b64\": <serialized tf.Example>}}, got a {_type_name(inst)}")
+            for name, v in inst.items():
+                col = columns.get(name)
+                if col is None:
+                    col = columns[name] = [None] * n
+                col[i] = v
+    else:
         n = None
-        for name, col in inputs.items():
-            if name not in kinds:
-                raise bad_request(f"unknown feature '{str(name)[:100]}' in 'inputs'")
+        for name, col in columns.items():
             if type(col) is not list:
-                raise bad_request(f"'inputs'.'{name}' must be a list with one value per example")
+                raise bad_request(f"'inputs'.'{str(name)[:100]}' must be a list with one value per example")
             if n is None:
                 n = len(col)
             elif len(col) != n:
                 raise bad_request(f"the columns of 'inputs' have different lengths ({n} and {len(col)} for '{name}')")
-        _check_batch(n or 0, max_batch, "inputs")
-        rows = [{name: col[i] for name, col in inputs.items()} for i in range(n)]
-        return sig, [instance_to_example(x, kinds, f"input {i}") for i, x in enumerate(rows)], False
-    raise bad_request(f"'inputs' must be a list or an object, got a {_type_name(inputs)}")
+    out = {}
+    for name, col in columns.items():
+        key = aliases.get(name, name)
+        kind = kinds.get(key)
+        if kind is None:
+            known = sorted(kinds)
+            raise bad_request(f"unknown feature '{str(name)[:100]}' (the model's features: "
+                              f"{', '.join(known[:30])}{', ...' if len(known) > 30 else ''})")
+        if key in out:
+            raise bad_request(f"feature '{key}' is given twice (as '{name}' and by its other name)")
+        dtype = model.raw_dtypes[key]
+        missing = missing_value(dtype)
+        try:
+            values = [_raw_value(v, kind, name, missing) for v in col]
+        except FeatureError as e:
+            i = next((j for j, v in enumerate(col) if _fails(v, kind, name, missing)), None)
+            where = f"{what} {i}: " if i is not None else ""
+            raise bad_request(f"{where}{e}") from None
+        out[key] = np.array(values, dtype=raw_numpy_dtype(dtype))
+    for key, kind in kinds.items():
+        if key not in out:
+            out[key] = np.full(n, missing_value(model.raw_dtypes[key]), raw_numpy_dtype(model.raw_dtypes[key]))
+    return out
+
+
+def _fails(v, kind, name, missing) -> bool:
+    try:
+        _raw_value(v, kind, name, missing)
+        return False
+    except FeatureError:
+        return True
+
+
+def parse_predict(payload: dict, model: LoadedModel, max_batch: int) -> tuple[str, dict, bool, int]:
+    """-> (signature name, its inputs, row format?, batch size).
+
+    tf.Example instances ({"b64": ...}) go to the named signature (default
+    serving_default); objects of raw feature values go to predict_raw, whether it is
+    named or the request names none (or serving_default), like TF Serving feeds named
+    inputs to the signature that has them.
+    """
+    sig, named = _signature(payload, model)
+    has_instances, has_inputs = "instances" in payload, "inputs" in payload
+    if has_instances == has_inputs:
+        raise bad_request("the request must have exactly one of 'instances' (row format) or 'inputs' (columnar)")
+    rows = columns = None
+    if has_instances:
+        rows, what = payload["instances"], "instance"
+        if not isinstance(rows, list):
+            raise bad_request(f"'instances' must be a list, got a {_type_name(rows)}")
+        _check_batch(len(rows), max_batch, "instances")
+    else:
+        inputs, what = payload["inputs"], "input"
+        if type(inputs) is dict and len(inputs) == 1 and EXAMPLES_INPUT in inputs and EXAMPLES_INPUT not in model.raw_kinds:
+            inputs = inputs[EXAMPLES_INPUT]
+        if type(inputs) is list:
+            rows = inputs
+            _check_batch(len(rows), max_batch, "inputs")
+        elif type(inputs) is dict:
+            if not inputs:
+                raise bad_request("'inputs' is empty; send at least one example")
+            columns = inputs
+            first = next(iter(columns.values()))
+            _check_batch(len(first) if type(first) is list else 1, max_batch, "inputs")
+        else:
+            raise bad_request(f"'inputs' must be a list or an object, got a {_type_name(inputs)}")
+    if rows is not None and sig in model.example_signatures:
+        names = model.raw_kinds if sig == SERVING_SIGNATURE else ()
+        examples = [_example_instance(x, f"{what} {i}", names) for i, x in enumerate(rows)]
+        if all(e is not None for e in examples):
+            return sig, {EXAMPLES_INPUT: examples}, has_instances, len(examples)
+        if any(e is not None for e in examples):
+            raise bad_request(f"{what} {examples.index(None)}: the batch mixes tf.Examples ({{\"b64\": ...}}) "
+                              "and objects of feature values; send one kind")
+    if sig == SERVING_SIGNATURE:
+        if not model.raw_kinds:
+            raise bad_request(f"version {model.version} has no '{RAW_SIGNATURE}' signature (exported before "
+                              "scarfx served raw features): send tf.Examples as {\"b64\": ...}")
+        sig = RAW_SIGNATURE
+    if sig != RAW_SIGNATURE:
+        raise bad_request(f"signature '{sig}' takes serialized tf.Examples: send instances as "
+                          "{\"b64\": <serialized tf.Example>}")
+    inputs = raw_columns(rows, columns, model, what)
+    n = len(next(iter(inputs.values())))
+    _check_batch(n, max_batch, "inputs")
+    return sig, inputs, has_instances, n
 
 
 def parse_classify(payload: dict, model: LoadedModel, max_batch: int) -> tuple[str, list[bytes]]:
-    sig = _signature(payload, model)
-    outputs = model.signatures[sig].structured_outputs
-    if not isinstance(outputs, dict) or "probabilities" not in outputs or "classes" not in outputs:
-        raise bad_request(f"signature '{sig}' has no 'probabilities' and 'classes' outputs to classify with")
+    """-> (the classification signature, serialized tf.Examples for its one input)."""
+    sig, named = _signature(payload, model, CLASSIFY_SIGNATURE)
+    if sig not in model.classify_signatures:
+        if not named:
+            raise bad_request(f"version {model.version} has no '{CLASSIFY_SIGNATURE}' signature (exported before "
+                              "scarfx had one): use :predict")
+        raise bad_request(f"signature '{sig}' is not a classification signature (one string input; "
+                          f"'{CLASSIFY_CLASSES}' and '{CLASSIFY_SCORES}' outputs); this model's is "
+                          f"'{CLASSIFY_SIGNATURE}'")
     examples = payload.get("examples")
     if not isinstance(examples, list):
         raise bad_request("classify requests need 'examples': a list of objects of feature values")
@@ -274,9 +371,17 @@ def format_predict(outputs: dict, row_format: bool) -> bytes:
 
 
 def format_classify(outputs: dict) -> bytes:
-    probs = outputs["probabilities"].tolist()
-    classes = _per_row("classes", outputs["classes"])
-    return jsonutil.dumps({"results": [[[c, p] for c, p in zip(cs, ps)] for cs, ps in zip(classes, probs)]})
+    """TF Serving's classify answer: {"results": [[[class, score], ...] per example]}."""
+    scores = outputs.get(CLASSIFY_SCORES)
+    classes = outputs.get(CLASSIFY_CLASSES)
+    if classes is None:  # scores only: TF Serving names classes by their index
+        rows = [[[str(j), p] for j, p in enumerate(ps)] for ps in scores.tolist()]
+    elif scores is None:
+        rows = [[[c, 0.0] for c in cs] for cs in _per_row(CLASSIFY_CLASSES, classes)]
+    else:
+        rows = [[[c, p] for c, p in zip(cs, ps)]
+                for cs, ps in zip(_per_row(CLASSIFY_CLASSES, classes), scores.tolist())]
+    return jsonutil.dumps({"results": rows})
 
 
 _NODE_RE = re.compile(

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from models.features import EXAMPLES_INPUT
 from serving import jsonutil, layout, promotion
 from serving.manager import AVAILABLE, ModelManager, NotFound, Unavailable
 from serving.metrics import ServerMetrics
@@ -371,15 +372,16 @@ class ModelServer:
         try:
             model = handle.model
             if verb == "predict":
-                sig, examples, row = parse_predict(payload, model, self.max_batch_size)
+                sig, inputs, row, n = parse_predict(payload, model, self.max_batch_size)
+                examples = inputs.get(EXAMPLES_INPUT)
             else:
                 sig, examples = parse_classify(payload, model, self.max_batch_size)
-                row = True
+                inputs, row, n = {model.classify_input(sig): examples}, True, len(examples)
             try:
-                outputs = model.run_examples(sig, examples)
+                outputs = model.run(sig, inputs)
             except Exception as e:  # noqa: BLE001
                 # (TF can even fail to build its error message from undecodable bytes.)
-                i = first_invalid_example(examples)
+                i = first_invalid_example(examples) if examples is not None else None
                 if i is not None:
                     where = "example" if verb == "classify" else ("instance" if row else "input")
                     raise bad_request(f"{where} {i}: the b64 value is not a serialized tf.Example") from None
@@ -389,8 +391,8 @@ class ModelServer:
                     raise bad_request("the model rejected the examples (its error message held undecodable "
                                       "bytes: check feature types against the model's metadata)") from None
                 raise
-            self.metrics.batch.observe(len(examples))
-            self.metrics.examples.labels(str(handle.version)).inc(len(examples))
+            self.metrics.batch.observe(n)
+            self.metrics.examples.labels(str(handle.version)).inc(n)
             out = format_predict(outputs, row) if verb == "predict" else format_classify(outputs)
             return 200, out, handle.version
         finally:

@@ -3,6 +3,9 @@
 `build_model(dir, variant=v)` writes a real SavedModel (a `tf.Module`, no Keras) with
 - `serving_default`: `examples` (serialized tf.Example, string [None]) -> `probabilities`
   float32 [None, K], `predicted_class` string [None], `classes` string [None, K];
+- `predict_raw`: one input per feature ([None], float32 / int64 / string; missing:
+  NaN, the smallest int64, "") -> the same outputs as `serving_default`;
+- `classification`: `inputs` (serialized tf.Example) -> `classes`, `scores`;
 - `transform_features`: `examples` -> the model's numeric input matrix;
 - `assets.extra/scarfx_metadata.json`.
 
@@ -20,7 +23,8 @@ import os
 import shutil
 
 from models.features import (
-    ASSETS_EXTRA, EXAMPLES_INPUT, METADATA_FILE, SERVING_SIGNATURE, TRANSFORM_SIGNATURE, WARMUP_FILE,
+    ASSETS_EXTRA, CLASSIFY_CLASSES, CLASSIFY_INPUT, CLASSIFY_SCORES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT,
+    INT64_MISSING, METADATA_FILE, RAW_SIGNATURE, SERVING_SIGNATURE, TRANSFORM_SIGNATURE, WARMUP_FILE,
 )
 
 DEFAULT_FEATURES = {
@@ -90,8 +94,7 @@ def build_model(
             self.bias = tf.Variable(bias, name="bias")
             self.class_names = tf.constant(classes)
 
-        def _inputs(self, examples):
-            parsed = tf.io.parse_example(examples, spec)
+        def _columns(self, parsed):
             cols = []
             for n in names:
                 v = parsed[n]
@@ -100,8 +103,19 @@ def build_model(
                 cols.append(tf.cast(v, tf.float32))
             return tf.stack(cols, axis=1)
 
+        def _inputs(self, examples):
+            return self._columns(tf.io.parse_example(examples, spec))
+
         def _probabilities(self, examples):
-            h = self._inputs(examples)
+            return self._scores(self._inputs(examples))
+
+        def _outputs(self, p):
+            batch = tf.shape(p)[0]
+            return {"probabilities": p,
+                    "predicted_class": tf.gather(self.class_names, tf.argmax(p, axis=1)),
+                    "classes": tf.tile(self.class_names[tf.newaxis, :], tf.stack([batch, 1]))}
+
+        def _scores(self, h):
             for w in self.weights[:-1]:
                 h = tf.nn.relu(h @ w)
             logits = h @ self.weights[-1] + self.bias
@@ -111,14 +125,28 @@ def build_model(
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
         def serve(self, examples):
-            p = self._probabilities(examples)
-            batch = tf.shape(p)[0]
-            out = {"probabilities": p,
-                   "predicted_class": tf.gather(self.class_names, tf.argmax(p, axis=1)),
-                   "classes": tf.tile(self.class_names[tf.newaxis, :], tf.stack([batch, 1]))}
+            out = self._outputs(self._probabilities(examples))
             if broken == "outputs":
                 del out["predicted_class"]
             return out
+
+        @tf.function(input_signature=[{n: tf.TensorSpec([None], spec[n].dtype, name=n) for n in names}])
+        def serve_raw(self, inputs):
+            # Missing values become what parse_example gives an absent feature (0 / "").
+            parsed = {}
+            for n in names:
+                v = inputs[n]
+                if features[n] == "float":
+                    v = tf.where(tf.math.is_finite(v), v, tf.zeros_like(v))
+                elif features[n] == "int":
+                    v = tf.where(tf.equal(v, INT64_MISSING), tf.zeros_like(v), v)
+                parsed[n] = v
+            return self._outputs(self._scores(self._columns(parsed)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=CLASSIFY_INPUT)])
+        def classify(self, inputs):
+            out = self._outputs(self._probabilities(inputs))
+            return {CLASSIFY_CLASSES: out["classes"], CLASSIFY_SCORES: out["probabilities"]}
 
         @tf.function(input_signature=[tf.TensorSpec([None, len(names)], tf.float32, name="x")])
         def serve_floats(self, x):
@@ -132,6 +160,8 @@ def build_model(
     serve = module.serve_floats if broken == "signature" else module.serve
     signatures = {
         SERVING_SIGNATURE: serve.get_concrete_function(),
+        RAW_SIGNATURE: module.serve_raw.get_concrete_function(),
+        CLASSIFY_SIGNATURE: module.classify.get_concrete_function(),
         TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function(),
     }
     if os.path.exists(export_dir):
@@ -140,7 +170,8 @@ def build_model(
     extra = os.path.join(export_dir, ASSETS_EXTRA)
     os.makedirs(extra, exist_ok=True)
     if broken != "metadata":
-        meta = {"model": model_name, "label": label, "classes": classes, "raw_features": features}
+        meta = {"model": model_name, "label": label, "classes": classes, "raw_features": features,
+                "raw_inputs": {n: n for n in names}}
         with open(os.path.join(extra, METADATA_FILE), "w") as f:
             json.dump(meta, f, indent=2)
     if broken == "warmup":

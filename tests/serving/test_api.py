@@ -100,7 +100,7 @@ def test_predict_columnar_formats(api):
     _, client = api
     ex = serialize_features({}, DEFAULT_FEATURES)
     url = f"/v1/models/{MODEL}/versions/{VERSION}:predict"
-    for inputs in ([b64(ex), {}], {"examples": [b64(ex), b64(ex)]}, {"fare": [None, None]}):
+    for inputs in ([b64(ex), b64(ex)], [{}, {}], {"examples": [b64(ex), b64(ex)]}, {"fare": [None, None]}):
         r = client.post(url, json={"inputs": inputs})
         assert r.status_code == 200, (inputs, r.text)
         out = r.json()["outputs"]
@@ -109,10 +109,30 @@ def test_predict_columnar_formats(api):
         assert out["classes"] == [["0", "1"], ["0", "1"]]
 
 
+def test_predict_raw_signature_named_like_tf_serving(api):
+    """The body real TF Serving takes (every input in every instance, the raw signature
+    named) and the scarfx shorthand (no signature, features left out) give the
+    serving_default answer for the same row as a tf.Example."""
+    _, client = api
+    row = {"fare": 12.5, "trip_miles": 0.5, "trip_start_hour": 7, "company": "Flash Cab", "payment_type": "Cash"}
+    tf_serving = client.post(f"/v1/models/{MODEL}:predict", json={"signature_name": "predict_raw", "instances": [row]})
+    assert tf_serving.status_code == 200, tf_serving.text
+    short = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [row]}).json()
+    example = client.post(f"/v1/models/{MODEL}:predict",
+                          json={"instances": [b64(serialize_features(row, DEFAULT_FEATURES))]}).json()
+    assert tf_serving.json() == short == example
+    # Missing values as TF Serving's row format must spell them: "" for strings, the
+    # smallest int64 for ints (NaN for floats needs a JSON parser that takes NaN).
+    missing = {"fare": None, "trip_miles": None, "trip_start_hour": -(1 << 63), "company": "", "payment_type": ""}
+    r = client.post(f"/v1/models/{MODEL}:predict", json={"signature_name": "predict_raw", "instances": [missing]})
+    assert r.json()["predictions"][0]["probabilities"] == pytest.approx(expected_probabilities(VARIANT), abs=1e-6)
+
+
 def test_transform_features_signature(api):
     _, client = api
+    ex = serialize_features({"fare": 2.0}, DEFAULT_FEATURES)
     r = client.post(f"/v1/models/{MODEL}:predict",
-                    json={"signature_name": "transform_features", "instances": [{"fare": 2.0}]})
+                    json={"signature_name": "transform_features", "instances": [b64(ex)]})
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"][0]) == len(DEFAULT_FEATURES)  # one output: plain values per row
     assert 2.0 in r.json()["predictions"][0]
@@ -120,14 +140,21 @@ def test_transform_features_signature(api):
 
 def test_classify(api):
     _, client = api
-    r = client.post(f"/v1/models/{MODEL}:classify",
-                    json={"context": {"company": "Flash Cab"}, "examples": [{}, {"fare": 3.0}]})
+    body = {"context": {"company": "Flash Cab"}, "examples": [{}, {"fare": 3.0}]}
+    r = client.post(f"/v1/models/{MODEL}:classify", json=body)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert len(results) == 2
     for res in results:
         assert [c for c, _ in res] == ["0", "1"]
         assert sum(s for _, s in res) == pytest.approx(1, abs=1e-5)
+    # Named as real TF Serving needs it: the same answer, and the scores are serving_default's.
+    named = client.post(f"/v1/models/{MODEL}:classify", json={"signature_name": "classification", **body})
+    assert named.json() == r.json()
+    probs = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [
+        {"company": "Flash Cab"}, {"company": "Flash Cab", "fare": 3.0}]}).json()["predictions"]
+    for res, p in zip(results, probs):
+        assert [s for _, s in res] == pytest.approx(p["probabilities"], abs=1e-6)
 
 
 def test_metadata(api):
@@ -138,7 +165,9 @@ def test_metadata(api):
         body = r.json()
         assert body["model_spec"] == {"name": MODEL, "signature_name": "", "version": str(VERSION)}
         sigs = body["metadata"]["signature_def"]["signature_def"]
-        assert set(sigs) == {"serving_default", "transform_features"}
+        assert set(sigs) == {"serving_default", "predict_raw", "classification", "transform_features"}
+        assert set(sigs["predict_raw"]["inputs"]) == set(DEFAULT_FEATURES)
+        assert set(sigs["classification"]["outputs"]) == {"classes", "scores"}
         inp = sigs["serving_default"]["inputs"]["examples"]
         assert inp["dtype"] == "DT_STRING" and inp["tensor_shape"]["dim"][0]["size"] == "-1"
         assert set(sigs["serving_default"]["outputs"]) == {"probabilities", "predicted_class", "classes"}
@@ -184,7 +213,15 @@ BAD_REQUESTS = [
     ("bool_feature", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"trip_start_hour": True}]}, 400,
      "got a boolean"),
     ("unknown_feature", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"tips": 1.0}]}, 400,
-     "unknown feature \"tips\""),
+     "unknown feature 'tips'"),
+    ("mixed_examples_and_features", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"b64": ""}, {}]}, 400,
+     "mixes tf.Examples"),
+    ("list_of_two_values", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"fare": [1.0, 2.0]}]}, 400,
+     "one value per example"),
+    ("raw_features_to_examples_signature", "POST", f"/v1/models/{MODEL}:predict",
+     {"signature_name": "transform_features", "instances": [{"fare": 1.0}]}, 400, "takes serialized tf.Examples"),
+    ("classify_on_predict_signature", "POST", f"/v1/models/{MODEL}:classify",
+     {"signature_name": "serving_default", "examples": [{}]}, 400, "not a classification signature"),
     ("empty_instances", "POST", f"/v1/models/{MODEL}:predict", {"instances": []}, 400, "'instances' is empty"),
     ("instances_not_list", "POST", f"/v1/models/{MODEL}:predict", {"instances": {"fare": 1}}, 400,
      "must be a list"),

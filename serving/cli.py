@@ -62,6 +62,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8501, help="REST port (default: 8501, TF Serving's)")
+    parser.add_argument("--grpc-port", type=int, default=8500,
+                        help="gRPC port: TF Serving's PredictionService and ModelService (default: 8500, TF Serving's)")
+    parser.add_argument("--no-grpc", action="store_true", help="serve REST only")
     parser.add_argument("--poll-interval", type=_positive_float, default=0.5, metavar="SECONDS",
                         help="how often to look for new versions and config changes (default: 0.5)")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=8 << 20,
@@ -116,10 +119,12 @@ def run_serve(args) -> int:
             config_file=args.model_config_file, poll_interval=args.poll_interval,
             max_body_bytes=args.max_body_bytes, max_batch_size=args.max_batch_size,
             num_threads=args.threads, admin_token=token, access_log=args.access_log,
+            grpc_port=None if args.no_grpc else args.grpc_port,
         )
         server.serve_forever()
     except OSError as e:
-        print(f"scarfx: error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        ports = f"{args.port}" + ("" if args.no_grpc else f" (REST) / {args.grpc_port} (gRPC)")
+        print(f"scarfx: error: cannot serve on {args.host}:{ports}: {e}", file=sys.stderr)
         return 2
     return 0
 

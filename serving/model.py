@@ -287,6 +287,8 @@ class LoadedModel:
         for i, (sig, inputs) in enumerate(requests):
             if sig not in self.signatures:
                 raise LoadError(f"warm-up request {i}: unknown signature '{sig}'", "INVALID_ARGUMENT")
+            if sig in self.classify_signatures and set(inputs) == {EXAMPLES_INPUT}:
+                inputs = {self.classify_input(sig): inputs[EXAMPLES_INPUT]}  # a ClassifyLog's examples
             try:
                 outputs = self.run(sig, inputs)
             except Exception as e:  # noqa: BLE001

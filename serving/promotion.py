@@ -276,6 +276,42 @@ def unpin(serving_dir: str, model_name: str, actor: str | None = None,
     return _apply(serving_dir, model_name, "unpin", None, actor, config_file, base_path, reason)
 
 
+def reload_config(serving_dir: str, model_name: str, config, actor: str | None = None,
+                  config_file: str | None = None, from_version: int | None = None,
+                  reason: str | None = None) -> dict:
+    """Writes a whole ModelServerConfig as the config file (TF Serving's
+    HandleReloadConfigRequest); returns the audit record.
+
+    The config must be a model_config_list with an entry for `model_name` whose policy is
+    valid; ConfigError otherwise, and nothing is written. Other models' entries are kept
+    as given (this server serves `model_name` only).
+    """
+    if config.WhichOneof("config") != "model_config_list":
+        raise ConfigError("the config must be a model_config_list")
+    mc = find_model(config, model_name)
+    if mc is None:
+        names = [c.name for c in config.model_config_list.config]
+        raise ConfigError(f"the config has no entry for model '{model_name}' (it lists {names}); "
+                          "this server serves that model only")
+    policy = policy_from_model_config(mc, source="reload request")
+    path = config_path(serving_dir, config_file)
+    with config_lock(path):
+        write_config_atomic(path, config)
+        record = {
+            "time": _now(),
+            "actor": actor or default_actor(),
+            "action": "reload_config",
+            "model": model_name,
+            "from_version": from_version,
+            "to_version": policy.versions[0] if policy.kind == "specific" else None,
+            "config_file": path,
+        }
+        if reason:
+            record["reason"] = reason
+        append_audit(serving_dir, record)
+    return record
+
+
 def served_version(serving_dir: str, model_name: str, config_file: str | None = None) -> int | None:
     """The version a server honouring the pin/label config serves (newest ready, unless pinned); None if none."""
     return next((row["version"] for row in list_versions(serving_dir, model_name, config_file)

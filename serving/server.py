@@ -81,6 +81,7 @@ class ModelServer:
         max_batch_size: int = DEFAULT_MAX_BATCH,
         num_threads: int | None = None,
         admin_token: str | None = None,
+        grpc_port: int | None = None,
         access_log: bool = False,
         unload_gc: bool = True,
         freeze_gc: bool = True,
@@ -97,6 +98,8 @@ class ModelServer:
         self.max_batch_size = int(max_batch_size)
         self.num_threads = num_threads or min(32, (os.cpu_count() or 1) + 4)
         self._admin_token = admin_token or None  # never logged, never in repr
+        self.grpc_port = grpc_port  # None: no gRPC; 0: a free port
+        self.grpc = None
         self.access_log = access_log
         self.freeze_gc = freeze_gc
         self.metrics = ServerMetrics(model_name)
@@ -130,6 +133,23 @@ class ModelServer:
         sock.set_inheritable(True)
         self.port = sock.getsockname()[1]
         return sock
+
+    def _start_grpc(self) -> None:
+        if self.grpc_port is None:
+            return
+        from serving.grpc_server import GrpcServer
+
+        self.grpc = GrpcServer(self, self.grpc_port).start()
+        self.grpc_port = self.grpc.port
+
+    def _stop_grpc(self) -> None:
+        if self.grpc is not None:
+            self.grpc.stop()
+            self.grpc = None
+
+    @property
+    def grpc_address(self) -> str | None:
+        return self.grpc.address if self.grpc is not None else None
 
     def _uvicorn_server(self):
         import uvicorn
@@ -171,6 +191,7 @@ class ModelServer:
         self._prepare_process()
         self._sock = self._bind()
         self.manager.start()
+        self._start_grpc()
         self._uvicorn = self._uvicorn_server()
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]},
                                         name="scarfx-http", daemon=True)
@@ -196,6 +217,7 @@ class ModelServer:
         if self._thread is not None:
             self._thread.join(30)
             self._thread = None
+        self._stop_grpc()
         self.manager.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
@@ -207,8 +229,9 @@ class ModelServer:
         self._prepare_process()
         self._sock = self._bind()
         self.manager.start()
-        log.info("scarfx serving: model '%s' from %s on %s (config %s)", self.model_name,
-                    self.serving_dir, self.url, self.config_file)
+        self._start_grpc()
+        log.info("scarfx serving: model '%s' from %s on %s%s (config %s)", self.model_name,
+                 self.serving_dir, self.url, f", gRPC {self.grpc_address}" if self.grpc else "", self.config_file)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the
         # handler that was there before: make that a no-op (SIGTERM) so a graceful stop
         # exits 0; the re-raised SIGINT is a KeyboardInterrupt, caught here.
@@ -223,6 +246,7 @@ class ModelServer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            self._stop_grpc()
             self.manager.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._sock.close()
@@ -408,6 +432,10 @@ class ModelServer:
             return v
         return version
 
+    def version_for_label(self, label: str) -> int:
+        """The version a label points at (routing, else the policy); NotFound if none."""
+        return self._version_for_status(None, label)
+
     def _status(self, version: int | None, label: str | None) -> tuple[int, bytes, int | None]:
         v = self._version_for_status(version, label)
         states = self.manager.states()
@@ -471,16 +499,28 @@ class ModelServer:
     async def _status_endpoint(self, request: Request) -> Response:
         return Response(jsonutil.dumps(self.status_dict()), 200, media_type=_JSON)
 
-    # --- admin ------------------------------------------------------------------------------
+    # --- admin (REST here; gRPC's HandleReloadConfigRequest uses the same three) ---------------
+    @property
+    def has_admin_token(self) -> bool:
+        return self._admin_token is not None
+
+    @property
+    def bound_to_loopback(self) -> bool:
+        return _is_loopback(self.host)
+
+    def admin_token_matches(self, token: str) -> bool:
+        """Constant-time comparison with the admin token (False when none is configured)."""
+        return self._admin_token is not None and hmac.compare_digest(token.encode(), self._admin_token.encode())
+
     def _admin_denied(self, request: Request) -> Response | None:
-        if self._admin_token is None:
-            if _is_loopback(self.host):
+        if not self.has_admin_token:
+            if self.bound_to_loopback:
                 return None
             return self._error(403, "admin endpoints are disabled: no admin token configured and the "
                                     "server is not bound to loopback")
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._admin_token.encode()):
+        if scheme.lower() != "bearer" or not self.admin_token_matches(token.strip()):
             return self._error(401, "admin endpoints need 'Authorization: Bearer <token>'",
                                {"WWW-Authenticate": 'Bearer realm="scarfx-admin"'})
         return None

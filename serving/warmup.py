@@ -39,7 +39,7 @@ def read_warmup_requests(path: str, limit: int = MAX_WARMUP_RECORDS) -> list[tup
                 requests.append((req.model_spec.signature_name or SERVING_SIGNATURE, inputs))
             elif kind == "classify_log":
                 req = log.classify_log.request
-                examples = _examples_from_input(req.input)
+                examples = examples_from_input(req.input)
                 requests.append((req.model_spec.signature_name or SERVING_SIGNATURE,
                                  {EXAMPLES_INPUT: _np_bytes(examples)}))
             else:
@@ -61,7 +61,9 @@ def _np_bytes(values: list[bytes]):
     return np.array(values, dtype=object)
 
 
-def _examples_from_input(inp) -> list[bytes]:
+def examples_from_input(inp) -> list[bytes]:
+    """A tensorflow_serving Input (ClassifyRequest's) -> serialized tf.Examples, each
+    example merged over the context, as TF Serving does."""
     which = inp.WhichOneof("kind")
     if which == "example_list":
         return [e.SerializeToString() for e in inp.example_list.examples]

@@ -26,11 +26,12 @@ def test_serve_process(models, serving_dir, tmp_path):
     push(models, serving_dir, 42, variant=1)
     token_file = tmp_path / "token"
     token_file.write_text("tok-123\n")
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir", serving_dir, "--model-name", MODEL,
-         "--port", str(port), "--poll-interval", "0.2", "--admin-token-file", str(token_file)],
+         "--port", str(port), "--grpc-port", str(grpc_port), "--poll-interval", "0.2",
+         "--admin-token-file", str(token_file)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -51,6 +52,15 @@ def test_serve_process(models, serving_dir, tmp_path):
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.headers["X-Model-Version"] == "42"
             assert len(json.load(r)["predictions"]) == 1
+        import grpc
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = MODEL
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=10)
+            assert [(s.version, s.state) for s in status.model_version_status] == [
+                (42, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

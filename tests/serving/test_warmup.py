@@ -101,3 +101,29 @@ def test_warmup_for_an_unknown_signature_refuses_the_version(models, serving_dir
     assert server.manager.serving_version == 1
     st = server.manager.state_of(2)
     assert st.state == "END" and "unknown signature 'nope'" in st.error_message
+
+
+def test_classify_log_for_the_classification_signature_warms_it_up(models, tmp_path):
+    """A ClassifyLog naming `classification` feeds its examples to that signature's own
+    input (`inputs`), as TF Serving does; the version loads."""
+    import shutil
+
+    import tensorflow as tf
+    from tensorflow_serving.apis import classification_pb2, prediction_log_pb2
+
+    from serving.model import LoadedModel
+    from serving.warmup import warmup_path
+
+    d = str(tmp_path / "m")
+    shutil.copytree(models.get(1), d)
+    log = prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+        request=classification_pb2.ClassificationRequest()))
+    log.classify_log.request.model_spec.signature_name = "classification"
+    log.classify_log.request.input.example_list.examples.append(
+        tf.train.Example.FromString(serialize_features({"fare": 1.5}, DEFAULT_FEATURES)))
+    with tf.io.TFRecordWriter(warmup_path(d)) as w:
+        w.write(log.SerializeToString())
+    model = LoadedModel("scarfx", 1, d)
+    model.load()
+    assert model.warmup_source.endswith("(1 requests)")
+    model.unload()

@@ -1,4 +1,6 @@
-"""Fast JSON (orjson when installed, else the standard library), same behaviour either way."""
+"""Fast JSON (orjson when installed, else the standard library), same behaviour either way.
+
+`loads` also takes NaN, Infinity and -Infinity as numbers, as TF Serving's REST parser does."""
 from __future__ import annotations
 
 import json as _json
@@ -16,7 +18,15 @@ if _orjson is not None:
         return _orjson.dumps(obj, option=_OPTS)
 
     def loads(data: bytes | str) -> Any:
-        return _orjson.loads(data)
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            # NaN / Infinity / -Infinity are not JSON, but TF Serving's parser takes them
+            # (a float feature's missing value): the standard library does too.
+            text = data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data
+            if "NaN" not in text and "Infinity" not in text:
+                raise
+            return _json.loads(text)
 
     JSONDecodeError = _orjson.JSONDecodeError
 else:  # pragma: no cover

@@ -121,11 +121,16 @@ def test_predict_raw_signature_named_like_tf_serving(api):
     example = client.post(f"/v1/models/{MODEL}:predict",
                           json={"instances": [b64(serialize_features(row, DEFAULT_FEATURES))]}).json()
     assert tf_serving.json() == short == example
-    # Missing values as TF Serving's row format must spell them: "" for strings, the
-    # smallest int64 for ints (NaN for floats needs a JSON parser that takes NaN).
-    missing = {"fare": None, "trip_miles": None, "trip_start_hour": -(1 << 63), "company": "", "payment_type": ""}
-    r = client.post(f"/v1/models/{MODEL}:predict", json={"signature_name": "predict_raw", "instances": [missing]})
+    # Missing values as TF Serving's row format must spell them: NaN for floats (not JSON,
+    # but TF Serving's parser and this server's take it), "" for strings, the smallest
+    # int64 for ints.
+    body = ('{"signature_name": "predict_raw", "instances": [{"fare": NaN, "trip_miles": -Infinity, '
+            '"trip_start_hour": -9223372036854775808, "company": "", "payment_type": ""}]}')
+    r = client.post(f"/v1/models/{MODEL}:predict", content=body.encode())
+    assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["probabilities"] == pytest.approx(expected_probabilities(VARIANT), abs=1e-6)
+    r = client.post(f"/v1/models/{MODEL}:predict", content=b'{"instances": [{"trip_start_hour": NaN}]}')
+    assert r.status_code == 400 and "int feature" in r.json()["error"], r.text
 
 
 def test_transform_features_signature(api):
@@ -227,6 +232,8 @@ BAD_REQUESTS = [
      "must be a list"),
     ("both_forms", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{}], "inputs": [{}]}, 400,
      "exactly one of 'instances'"),
+    ("nan_misspelled", "POST", f"/v1/models/{MODEL}:predict", b'{"instances": [{"fare": nan}]}', 400,
+     "malformed JSON"),
     ("neither_form", "POST", f"/v1/models/{MODEL}:predict", {"instance": [{}]}, 400, "exactly one of"),
     ("b64_not_example", "POST", f"/v1/models/{MODEL}:predict",
      {"instances": [{"b64": base64.b64encode(b"\xff\xfe not a proto").decode()}]}, 400, "not a serialized tf.Example"),

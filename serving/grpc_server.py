@@ -122,7 +122,9 @@ class GrpcApi:
 
     def _run(self, handle, sig: str, feed: dict, n: int) -> dict:
         try:
-            outputs = handle.model.run(sig, feed)
+            outputs = self.server.run_model(handle.model, sig, feed, n)
+        except Unavailable:
+            raise
         except Exception:
             examples = feed.get(EXAMPLES_INPUT) if sig in handle.model.example_signatures else None
             if examples is None and sig in handle.model.classify_signatures:

@@ -21,6 +21,12 @@ class ServerMetrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.batch = Histogram("scarfx_serving_batch_size", "Examples per predict/classify request",
                                buckets=BATCH_BUCKETS, registry=r)
+        self.executed_batch = Histogram("scarfx_serving_executed_batch_size",
+                                        "Examples per model call (after server-side batching)",
+                                        buckets=BATCH_BUCKETS, registry=r)
+        self.batched_requests = Histogram("scarfx_serving_batched_requests",
+                                          "Requests merged into one model call (server-side batching)",
+                                          buckets=BATCH_BUCKETS, registry=r)
         self.examples = Counter("scarfx_serving_examples", "Examples scored, by version", ["version"], registry=r)
         self.version = Gauge("scarfx_serving_model_version", "Version answering unversioned requests (0: none)",
                              ["model"], registry=r)

@@ -86,6 +86,7 @@ class ModelServer:
         unload_gc: bool = True,
         freeze_gc: bool = True,
         loader=None,
+        batching=None,
     ):
         if not layout.valid_model_name(model_name):
             raise ValueError(f"invalid model name {model_name!r}: use letters, digits, '_', '-', '.'")
@@ -96,7 +97,14 @@ class ModelServer:
         self.config_file = config_path(self.serving_dir, config_file)
         self.max_body_bytes = int(max_body_bytes)
         self.max_batch_size = int(max_batch_size)
-        self.num_threads = num_threads or min(32, (os.cpu_count() or 1) + 4)
+        self.batching = batching  # serving.batching.BatchingParameters, or None: no server-side batching
+        self.batcher = None
+        default_threads = min(32, (os.cpu_count() or 1) + 4)
+        if batching is not None:
+            # Requests wait in their thread for their batch: enough threads for a full batch
+            # to gather while the batch threads run others.
+            default_threads = min(256, max(default_threads, batching.max_batch_size + batching.threads))
+        self.num_threads = num_threads or default_threads
         self._admin_token = admin_token or None  # never logged, never in repr
         self.grpc_port = grpc_port  # None: no gRPC; 0: a free port
         self.grpc = None
@@ -133,6 +141,24 @@ class ModelServer:
         sock.set_inheritable(True)
         self.port = sock.getsockname()[1]
         return sock
+
+    def _start_batcher(self) -> None:
+        if self.batching is not None and self.batcher is None:
+            from serving.batching import Batcher
+
+            self.batcher = Batcher(self.batching, self.metrics)
+
+    def _stop_batcher(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+            self.batcher = None
+
+    def run_model(self, model, signature: str, inputs: dict, n: int) -> dict:
+        """Runs a request's inputs on `model` (merged with concurrent ones when batching)."""
+        batcher = self.batcher
+        if batcher is None:
+            return model.run(signature, inputs)
+        return batcher.run(model, signature, inputs, n)
 
     def _start_grpc(self) -> None:
         if self.grpc_port is None:
@@ -191,6 +217,7 @@ class ModelServer:
         self._prepare_process()
         self._sock = self._bind()
         self.manager.start()
+        self._start_batcher()
         self._start_grpc()
         self._uvicorn = self._uvicorn_server()
         self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._sock]},
@@ -218,6 +245,7 @@ class ModelServer:
             self._thread.join(30)
             self._thread = None
         self._stop_grpc()
+        self._stop_batcher()
         self.manager.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
@@ -229,6 +257,7 @@ class ModelServer:
         self._prepare_process()
         self._sock = self._bind()
         self.manager.start()
+        self._start_batcher()
         self._start_grpc()
         log.info("scarfx serving: model '%s' from %s on %s%s (config %s)", self.model_name,
                  self.serving_dir, self.url, f", gRPC {self.grpc_address}" if self.grpc else "", self.config_file)
@@ -247,6 +276,7 @@ class ModelServer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self._stop_grpc()
+            self._stop_batcher()
             self.manager.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._sock.close()
@@ -402,7 +432,9 @@ class ModelServer:
                 sig, examples = parse_classify(payload, model, self.max_batch_size)
                 inputs, row, n = {model.classify_input(sig): examples}, True, len(examples)
             try:
-                outputs = model.run(sig, inputs)
+                outputs = self.run_model(model, sig, inputs, n)
+            except Unavailable:
+                raise
             except Exception as e:  # noqa: BLE001
                 # (TF can even fail to build its error message from undecodable bytes.)
                 i = first_invalid_example(examples) if examples is not None else None
@@ -492,6 +524,7 @@ class ModelServer:
             ],
             "limits": {"max_body_bytes": self.max_body_bytes, "max_batch_size": self.max_batch_size,
                        "threads": self.num_threads},
+            "batching": self.batching.describe() if self.batching is not None else None,
             "poll_interval": m.poll_interval,
             "last_poll_error": m.last_error,
         }

@@ -29,12 +29,18 @@ def _common(parser: argparse.ArgumentParser, suppress_defaults: bool = False) ->
     def default(value):
         return argparse.SUPPRESS if suppress_defaults else value
 
-    parser.add_argument("--serving-dir", default=default(DEFAULT_SERVING_DIR),
-                        help="TF Serving base directory the Pusher writes <version>/ into (default: ./serving_model)")
-    parser.add_argument("--model-name", default=default(DEFAULT_MODEL_NAME),
-                        help="model name in URLs and in the model config file (default: scarfx)")
-    parser.add_argument("--model-config-file", default=default(None), metavar="PATH",
-                        help="TF Serving model config file (default: <serving-dir>/models.config)")
+    # Each option also answers to TF Serving's flag name, so one command line works for both.
+    parser.add_argument("--serving-dir", "--model_base_path", "--model-base-path", dest="serving_dir",
+                        default=default(None), metavar="DIR",
+                        help="TF Serving base directory the Pusher writes <version>/ into (default: ./serving_model, "
+                             "or for `serve` with a model config file, the base_path of its model)")
+    parser.add_argument("--model-name", "--model_name", dest="model_name", default=default(None),
+                        help="model name in URLs and in the model config file (default: scarfx, or for `serve` "
+                             "the first model of --model_config_file when it has no 'scarfx')")
+    parser.add_argument("--model-config-file", "--model_config_file", dest="model_config_file",
+                        default=default(None), metavar="PATH",
+                        help="TF Serving model config file (default: <serving-dir>/models.config); `serve` "
+                             "serves every model it lists")
 
 
 def _positive_int(text: str) -> int:
@@ -57,20 +63,105 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {v}")
+    return v
+
+
+def _port(text: str) -> int:
+    v = _non_negative_int(text)
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {v}")
+    return v
+
+
+def batching_parameters(args):
+    """The BatchingParameters the serve arguments ask for, or None (no batching)."""
+    from serving.batching import BatchingParameters, read_parameters_file
+
+    flags = {"max_batch_size": args.batch_max_size, "batch_timeout_micros": args.batch_timeout_micros,
+             "num_batch_threads": args.num_batch_threads, "max_enqueued_batches": args.max_enqueued_batches}
+    if not (args.enable_batching or args.batching_parameters_file):
+        given = [k for k, v in flags.items() if v is not None]
+        if given:
+            raise ValueError(f"--{given[0]} needs --enable_batching")
+        return None
+    params = BatchingParameters()
+    if args.batching_parameters_file:
+        params = read_parameters_file(args.batching_parameters_file)
+    import dataclasses
+
+    return dataclasses.replace(params, **{k: v for k, v in flags.items() if v is not None})
+
+
+def resolve_model(args) -> tuple[str, str, str | None]:
+    """(model name, serving dir, config file) for `serve`: --model_name/--model_base_path
+    when given; else, with --model_config_file, its 'scarfx' entry or its first one (served
+    from its base_path); else scarfx from ./serving_model."""
+    from serving.modelconfig import ConfigError, read_config
+
+    name, base, config_file = args.model_name, args.serving_dir, args.model_config_file
+    if config_file and (name is None or base is None):
+        try:
+            config = read_config(config_file)
+        except (ConfigError, OSError) as e:
+            raise ValueError(f"--model_config_file {config_file}: {e}") from None
+        if config is None:
+            raise ValueError(f"--model_config_file {config_file} does not exist")
+        entries = list(config.model_config_list.config) if config.WhichOneof("config") == "model_config_list" else []
+        if not entries:
+            raise ValueError(f"--model_config_file {config_file} lists no model (model_config_list)")
+        if name is None:
+            name = DEFAULT_MODEL_NAME if any(e.name == DEFAULT_MODEL_NAME for e in entries) else entries[0].name
+        entry = next((e for e in entries if e.name == name), None)
+        if base is None and entry is not None and entry.base_path:
+            base = os.path.join(os.path.dirname(os.path.abspath(config_file)), entry.base_path)
+    return name or DEFAULT_MODEL_NAME, base or DEFAULT_SERVING_DIR, config_file
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `scarfx serve`."""
     _common(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8501, help="REST port (default: 8501, TF Serving's)")
-    parser.add_argument("--grpc-port", type=int, default=8500,
-                        help="gRPC port: TF Serving's PredictionService and ModelService (default: 8500, TF Serving's)")
+    parser.add_argument("--port", "--grpc-port", "--grpc_port", dest="grpc_port", type=_port, default=8500,
+                        help="gRPC port, as TF Serving's --port: PredictionService and ModelService (default: 8500). "
+                             "Before gRPC, --port was the REST port: that is now --rest_api_port")
+    parser.add_argument("--rest_api_port", "--rest-api-port", dest="rest_port", type=_port, default=8501,
+                        help="REST port (default: 8501; TF Serving's default 0 turns REST off there, here 0 "
+                             "picks a free port)")
     parser.add_argument("--no-grpc", action="store_true", help="serve REST only")
-    parser.add_argument("--poll-interval", type=_positive_float, default=0.5, metavar="SECONDS",
-                        help="how often to look for new versions and config changes (default: 0.5)")
+    parser.add_argument("--poll-interval", "--file_system_poll_wait_seconds", "--model_config_file_poll_wait_seconds",
+                        dest="poll_interval", type=_positive_float, default=0.5, metavar="SECONDS",
+                        help="how often to look for new versions and config changes; TF Serving's two poll "
+                             "flags set it too (default: 0.5)")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=8 << 20,
                         help="largest request body accepted, else 413 (default: 8 MiB)")
-    parser.add_argument("--max-batch-size", type=_positive_int, default=1024,
-                        help="most examples per request, else 413 (default: 1024)")
+    parser.add_argument("--max-request-batch-size", "--max_request_batch_size", dest="max_request_batch_size",
+                        type=_positive_int, default=1024,
+                        help="most examples in one request, else 413 / RESOURCE_EXHAUSTED (default: 1024)")
+    b = parser.add_argument_group("server-side batching (TF Serving's --enable_batching)")
+    b.add_argument("--enable_batching", "--enable-batching", dest="enable_batching", action="store_true",
+                   help="merge concurrent requests for one version and signature into one model call")
+    b.add_argument("--batching_parameters_file", "--batching-parameters-file", dest="batching_parameters_file",
+                   default=None, metavar="PATH",
+                   help="TF Serving's text-format BatchingParameters (max_batch_size { value: N } ...); "
+                        "implies --enable_batching; the flags below override it")
+    b.add_argument("--max_batch_size", "--max-batch-size", dest="batch_max_size", type=_positive_int, default=None,
+                   help="most examples in a merged batch (default: 64)")
+    b.add_argument("--batch_timeout_micros", "--batch-timeout-micros", dest="batch_timeout_micros",
+                   type=_non_negative_int, default=None,
+                   help="longest wait for a batch to fill, from its first request (default: 1000; 0: run as "
+                        "soon as a batch thread is free)")
+    b.add_argument("--num_batch_threads", "--num-batch-threads", dest="num_batch_threads", type=_positive_int,
+                   default=None, help="batches run at once (default: the CPU count)")
+    b.add_argument("--max_enqueued_batches", "--max-enqueued-batches", dest="max_enqueued_batches",
+                   type=_positive_int, default=None,
+                   help="batches that may wait; past that, 503 / UNAVAILABLE (default: 1000)")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="inference threads (default: CPUs + 4, at most 32)")
     parser.add_argument("--admin-token-file", default=None, metavar="PATH",
@@ -94,11 +185,17 @@ def run_serve(args) -> int:
     """Runs the server until SIGINT/SIGTERM; returns an exit code."""
     from serving import layout
 
-    if not layout.valid_model_name(args.model_name):
-        print(f"scarfx: error: invalid --model-name {args.model_name!r}", file=sys.stderr)
+    try:
+        model_name, serving_dir, config_file = resolve_model(args)
+        batching = batching_parameters(args)
+    except (OSError, ValueError) as e:
+        print(f"scarfx: error: {e}", file=sys.stderr)
         return 2
-    if not os.path.isdir(args.serving_dir):
-        print(f"scarfx: error: --serving-dir {args.serving_dir} is not a directory "
+    if not layout.valid_model_name(model_name):
+        print(f"scarfx: error: invalid --model-name {model_name!r}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(serving_dir):
+        print(f"scarfx: error: --serving-dir {serving_dir} is not a directory "
               "(run `scarfx run` first, or create it and let the Pusher fill it)", file=sys.stderr)
         return 2
     try:
@@ -115,15 +212,15 @@ def run_serve(args) -> int:
 
     try:
         server = ModelServer(
-            args.serving_dir, args.model_name, host=args.host, port=args.port,
-            config_file=args.model_config_file, poll_interval=args.poll_interval,
-            max_body_bytes=args.max_body_bytes, max_batch_size=args.max_batch_size,
+            serving_dir, model_name, host=args.host, port=args.rest_port,
+            config_file=config_file, poll_interval=args.poll_interval,
+            max_body_bytes=args.max_body_bytes, max_batch_size=args.max_request_batch_size,
             num_threads=args.threads, admin_token=token, access_log=args.access_log,
-            grpc_port=None if args.no_grpc else args.grpc_port,
+            grpc_port=None if args.no_grpc else args.grpc_port, batching=batching,
         )
         server.serve_forever()
     except OSError as e:
-        ports = f"{args.port}" + ("" if args.no_grpc else f" (REST) / {args.grpc_port} (gRPC)")
+        ports = f"{args.rest_port}" + ("" if args.no_grpc else f" (REST) / {args.grpc_port} (gRPC)")
         print(f"scarfx: error: cannot serve on {args.host}:{ports}: {e}", file=sys.stderr)
         return 2
     return 0
@@ -231,6 +328,10 @@ def run_models(args, pushed_versions=None) -> int:
     from serving import promotion
     from serving.modelconfig import ConfigError
 
+    if args.serving_dir is None:
+        args.serving_dir = DEFAULT_SERVING_DIR
+    if args.model_name is None:
+        args.model_name = DEFAULT_MODEL_NAME
     serving_dir = args.serving_dir
     if not os.path.isdir(serving_dir):
         print(f"scarfx: error: --serving-dir {serving_dir} is not a directory", file=sys.stderr)

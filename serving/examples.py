@@ -14,7 +14,6 @@ Rules, per feature kind in `raw_features` ("float" | "int" | "string"):
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
@@ -23,6 +22,7 @@ import struct
 from typing import Any, Iterable, Mapping
 
 from models.features import ASSETS_EXTRA, METADATA_FILE
+from serving.jsonutil import b64decode
 
 KINDS = ("float", "int", "string")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -35,6 +35,10 @@ class FeatureError(ValueError):
 
 class MetadataError(ValueError):
     """assets.extra/scarfx_metadata.json is missing or malformed."""
+
+
+def metadata_path(saved_model_dir: str) -> str:
+    return os.path.join(saved_model_dir, ASSETS_EXTRA, METADATA_FILE)
 
 
 def read_metadata(saved_model_dir: str) -> dict:
@@ -181,7 +185,7 @@ def check_scalar(name: str, kind: str, v: Any):
             return v.encode("utf-8")
         if t is dict and len(v) == 1 and isinstance(v.get("b64"), str):
             try:
-                return base64.b64decode(v["b64"], validate=True)
+                return b64decode(v["b64"])
             except (binascii.Error, ValueError):
                 raise FeatureError(f"feature '{name}': invalid base64 in {{\"b64\": ...}}") from None
     raise FeatureError(f"feature '{name}' is a {kind} feature; got a {_type_name(v)} ({_short(v)})")

@@ -97,19 +97,16 @@ class GrpcApi:
             metrics.latency.labels(f"grpc_{api}").observe(time.perf_counter() - start)
 
     def _acquire(self, spec):
-        if spec.name != self.server.model_name:
-            raise _Abort(grpc.StatusCode.NOT_FOUND,
-                         f"Servable not found for request: model '{spec.name}' (this server serves "
-                         f"'{self.server.model_name}')")
+        manager = self.server.manager_for(spec.name)  # NotFound -> NOT_FOUND
         which = spec.WhichOneof("version_choice")
         if which == "version":
-            return self.server.manager.acquire(int(spec.version.value), None)
+            return manager.acquire(int(spec.version.value), None)
         if which == "version_label":
-            return self.server.manager.acquire(None, spec.version_label)
-        return self.server.manager.acquire()
+            return manager.acquire(None, spec.version_label)
+        return manager.acquire()
 
     def _model_spec(self, out, handle, signature_name: str = "") -> None:
-        out.name = self.server.model_name
+        out.name = handle.model.name
         out.version.value = handle.version
         out.signature_name = signature_name
 
@@ -240,13 +237,14 @@ class GrpcApi:
         from tensorflow.core.protobuf import error_codes_pb2
 
         spec = request.model_spec
-        if spec.name != self.server.model_name:
+        manager = self.server.managers.get(spec.name)
+        if manager is None:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
         which = spec.WhichOneof("version_choice")
         version = int(spec.version.value) if which == "version" else None
         if which == "version_label":
-            version = self.server.version_for_label(spec.version_label)
-        states = self.server.manager.states()
+            version = self.server.version_for_label(spec.version_label, manager)
+        states = manager.states()
         if version is not None:
             states = [s for s in states if s.version == version]
             if not states:
@@ -279,11 +277,15 @@ class GrpcApi:
                                     actor=f"grpc {peer}", config_file=server.config_file, from_version=before)
         except ConfigError as e:
             raise _invalid(str(e)) from None
-        server.manager.poll_once()  # apply it now: read the file, load what it wants, switch
+        server.manager.poll_once()  # apply it now: read the file (new models join), load what it wants, switch
+        for m in list(server.managers.values()):
+            if m is not server.manager:
+                m.poll_once()
         response = self.pb["manage"].ReloadConfigResponse()
         from tensorflow.core.protobuf import error_codes_pb2
 
-        problem = server.manager.config_error or server.manager.policy_warning
+        problem = "; ".join(f"{m.model_name}: {p}" for m in server.managers.values()
+                            for p in (m.config_error, m.policy_warning) if p)
         if problem:
             response.status.error_code = error_codes_pb2.FAILED_PRECONDITION
             response.status.error_message = problem

@@ -1,8 +1,10 @@
 """Fast JSON (orjson when installed, else the standard library), same behaviour either way.
 
-`loads` also takes NaN, Infinity and -Infinity as numbers, as TF Serving's REST parser does."""
+`loads` also takes NaN, Infinity and -Infinity as numbers, as TF Serving's REST parser does;
+`b64decode` reads `{"b64": ...}` values as leniently as TF Serving (absl::Base64Unescape)."""
 from __future__ import annotations
 
+import binascii as _binascii
 import json as _json
 from typing import Any
 
@@ -46,3 +48,20 @@ else:  # pragma: no cover
 
 def pretty(obj: Any) -> str:
     return _json.dumps(obj, indent=2, sort_keys=False, default=str)
+
+
+_WHITESPACE = str.maketrans("", "", " \t\n\r\v\f")
+
+
+def b64decode(text: str) -> bytes:
+    """Standard-alphabet base64 as TF Serving's REST API decodes it (absl::Base64Unescape):
+    the `=` padding may be left out and whitespace (line breaks of wrapped output) is
+    skipped; any other character outside the alphabet, or a bad length, is an error
+    (binascii.Error or ValueError)."""
+    s = text.translate(_WHITESPACE)
+    if "=" not in s:
+        rem = len(s) % 4
+        if rem == 1:
+            raise _binascii.Error("truncated base64")
+        s += "=" * ((4 - rem) % 4)
+    return _binascii.a2b_base64(s, strict_mode=True)

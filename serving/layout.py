@@ -1,4 +1,9 @@
-"""TF Serving's directory layout: `<base>/<version>/saved_model.pb`, version a positive int."""
+"""TF Serving's directory layout: `<base>/<version>/saved_model.pb`.
+
+A version directory is named by any int64 written in decimal digits, leading zeros
+included (`00000123` is version 123), as TF Serving reads them. URLs and the CLI name
+versions plainly (`123`).
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +12,7 @@ import re
 from models.features import ASSETS_EXTRA
 
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,18}")
+_VERSION_DIR_RE = re.compile(r"[0-9]{1,64}")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 _INT64_MAX = (1 << 63) - 1
@@ -21,6 +27,14 @@ def parse_version(text: str) -> int | None:
     return v if v <= _INT64_MAX else None
 
 
+def parse_version_dir(name: str) -> int | None:
+    """A version directory's name -> its version: '123', '00000123' -> 123; None if not an int64."""
+    if not isinstance(name, str) or not _VERSION_DIR_RE.fullmatch(name):
+        return None
+    v = int(name)
+    return v if v <= _INT64_MAX else None
+
+
 def valid_model_name(name: str) -> bool:
     return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and ".." not in name
 
@@ -30,17 +44,24 @@ def valid_label(label: str) -> bool:
 
 
 def version_dirs(base: str) -> dict[int, str]:
-    """{version: path} for every version-named directory under `base` (ready or not)."""
-    out = {}
+    """{version: path} for every version-named directory under `base` (ready or not).
+
+    Two names for one version (`123` and `0123`): the plain one, else the first in order."""
+    out: dict[int, str] = {}
     try:
-        entries = list(os.scandir(base))
+        entries = sorted(os.scandir(base), key=lambda e: (len(e.name), e.name))
     except (FileNotFoundError, NotADirectoryError):
         return out
     for e in entries:
-        v = parse_version(e.name)
-        if v is not None and e.is_dir(follow_symlinks=True):
+        v = parse_version_dir(e.name)
+        if v is not None and v not in out and e.is_dir(follow_symlinks=True):
             out[v] = e.path
     return out
+
+
+def version_path(base: str, version: int) -> str:
+    """The directory of `version` under `base` (its plain name when none exists yet)."""
+    return version_dirs(base).get(version) or os.path.join(base, str(version))
 
 
 def is_ready(path: str) -> bool:

@@ -34,7 +34,12 @@ class NotFound(Exception):
 
 
 class Unavailable(Exception):
-    """HTTP 503: nothing (or not this version yet) can answer."""
+    """HTTP 503: cannot answer now (retry)."""
+
+
+class NotLoaded(NotFound):
+    """HTTP 404 / gRPC NOT_FOUND, as TF Serving answers while a model (or the version asked
+    for) is still loading or not there yet: "Servable not found for request: ..."."""
 
 
 @dataclasses.dataclass
@@ -77,6 +82,7 @@ class ModelManager:
         metrics=None,
         loader: Callable[[str, int, str], LoadedModel] | None = None,
         unload_gc: bool = True,
+        on_config: Callable[[], None] | None = None,
     ):
         self.model_name = model_name
         self.base_dir = os.path.abspath(base_dir)
@@ -84,6 +90,7 @@ class ModelManager:
         self.poll_interval = poll_interval
         self.metrics = metrics
         self.unload_gc = unload_gc
+        self.on_config = on_config  # called when the config file changed (the server syncs its models)
         self._loader = loader or self._default_loader
         self._routing = Routing({}, None, {})
         self._states: dict[int, VersionState] = {}
@@ -191,7 +198,8 @@ class ModelManager:
                 if h is None:
                     st = self.state_of(version)
                     if st is not None and st.state == LOADING:
-                        raise Unavailable(f"version {version} of model '{self.model_name}' is still loading")
+                        raise NotLoaded(f"Servable not found for request: Specific({self.model_name}, {version}): "
+                                        "the version is still loading")
                     raise NotFound(f"version {version} of model '{self.model_name}' is not available"
                                    + (f" (state {st.state})" if st is not None else ""))
             elif label is not None:
@@ -205,7 +213,8 @@ class ModelManager:
             else:
                 h = r.default
                 if h is None:
-                    raise Unavailable(f"no version of model '{self.model_name}' is available yet")
+                    raise NotLoaded(f"Servable not found for request: Latest({self.model_name}): no version of "
+                                    f"model '{self.model_name}' is available yet")
             if h.acquire():
                 return h
             # Retired between reading the routing and acquiring: the new routing is
@@ -225,6 +234,11 @@ class ModelManager:
         if key == self._config_stat and not self._first_scan:
             return self._policy
         self._config_stat = key
+        if self.on_config is not None:
+            try:
+                self.on_config()
+            except Exception:  # noqa: BLE001 - the poller must survive anything
+                log.exception("scarfx serving: model config sync failed")
         try:
             policy = read_policy(path, self.model_name)
             self.config_error = ""
@@ -306,7 +320,7 @@ class ModelManager:
                 for v in absent:
                     if v in self._refused:
                         why.append(f"{v} refused: {self._refused[v].message}")
-                    elif not os.path.isfile(os.path.join(self.base_dir, str(v), layout.READY_FILE)):
+                    elif not layout.is_ready(layout.version_path(self.base_dir, v)):
                         why.append(f"{v} not on disk")
                     else:
                         why.append(f"{v} pending")
@@ -362,7 +376,7 @@ class ModelManager:
         log.info("scarfx serving: unloaded version %d", handle.version)
 
     def _load(self, version: int) -> VersionHandle | None:
-        path = os.path.join(self.base_dir, str(version))
+        path = layout.version_path(self.base_dir, version)
         fp = layout.fingerprint(path)
         self._set_state(version, LOADING)
         log.info("scarfx serving: loading version %d", version)
@@ -404,7 +418,7 @@ class ModelManager:
             r = self._routing
             handle = r.handles.get(version)
             if handle is None:
-                path = os.path.join(self.base_dir, str(version))
+                path = layout.version_path(self.base_dir, version)
                 if not layout.is_ready(path):
                     raise LoadError(f"version {version} is not on disk (no {layout.READY_FILE})", "NOT_FOUND")
                 handle = self._load(version)

@@ -22,7 +22,9 @@ from models.features import (
     CLASSIFY_CLASSES, CLASSIFY_INPUT, CLASSIFY_SCORES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT, RAW_MISSING,
     RAW_SIGNATURE, SERVING_SIGNATURE, TRANSFORM_SIGNATURE,
 )
-from serving.examples import MetadataError, default_example_features, read_metadata, serialize_features
+from serving.examples import (
+    MetadataError, default_example_features, metadata_path, read_metadata, serialize_features,
+)
 from serving.warmup import read_warmup_requests, warmup_path
 
 log = logging.getLogger("scarfx.serving")
@@ -229,12 +231,15 @@ class LoadedModel:
     def load(self) -> None:
         """Loads, checks the contract and warms up; raises LoadError with a clear message."""
         start = time.monotonic()
-        try:
-            self.metadata = read_metadata(self.path)
-        except MetadataError as e:
-            raise LoadError(str(e), "INVALID_ARGUMENT") from None
-        self.kinds = dict(self.metadata["raw_features"])
-        self.classes = [str(c) for c in self.metadata["classes"]]
+        if os.path.exists(metadata_path(self.path)):
+            try:
+                self.metadata = read_metadata(self.path)
+            except MetadataError as e:
+                raise LoadError(str(e), "INVALID_ARGUMENT") from None
+            self.kinds = dict(self.metadata["raw_features"])
+            self.classes = [str(c) for c in self.metadata["classes"]]
+        # else: any SavedModel, as TF Serving serves it (no contract check; raw JSON and
+        # REST :classify, which need the metadata, answer a clear 400).
         tf = self._tf = _tf()
         try:
             self._obj = tf.saved_model.load(self.path, tags=["serve"])
@@ -242,10 +247,11 @@ class LoadedModel:
             raise LoadError(f"could not load SavedModel: {_short_error(e)}", _error_code(e)) from None
         self.signatures = dict(self._obj.signatures)
         self.signature_names = sorted(self.signatures)
-        check_contract(self.signatures, len(self.classes))
+        if self.is_scarfx:
+            check_contract(self.signatures, len(self.classes))
         self.example_signatures = {n for n, fn in self.signatures.items() if takes_examples(fn)}
         self.classify_signatures = {n for n, fn in self.signatures.items() if is_classification(fn)}
-        if RAW_SIGNATURE in self.signatures:
+        if RAW_SIGNATURE in self.signatures and named_inputs(self.signatures[RAW_SIGNATURE]) is not None:
             self.raw_dtypes = named_inputs(self.signatures[RAW_SIGNATURE])
             self.raw_kinds = {k: _KINDS[d] for k, d in self.raw_dtypes.items()}
             aliases = self.metadata.get("raw_inputs")
@@ -268,6 +274,9 @@ class LoadedModel:
             except ValueError as e:
                 raise LoadError(f"warm-up failed: {e}", "INVALID_ARGUMENT") from None
             self.warmup_source = f"{os.path.basename(path)} ({len(requests)} requests)"
+        elif not self.is_scarfx:
+            requests = []  # nothing to generate requests from (like TF Serving without a warm-up file)
+            self.warmup_source = "none (no warm-up file, no scarfx metadata)"
         else:
             # Only serving_default, with every feature set: transform_features also parses
             # the label (which serving examples lack), and a model may require features
@@ -280,9 +289,9 @@ class LoadedModel:
         # Whatever the file lists, the raw-feature and classification signatures this server
         # routes JSON to run once, so their first request is not slow (every feature set: a
         # model may require features).
-        if self.raw_kinds:
+        if self.raw_kinds and self.is_scarfx:
             requests.append((RAW_SIGNATURE, self.neutral_raw_inputs(1)))
-        if CLASSIFY_SIGNATURE in self.classify_signatures:
+        if CLASSIFY_SIGNATURE in self.classify_signatures and self.is_scarfx:
             requests.append((CLASSIFY_SIGNATURE, {CLASSIFY_INPUT: [b""]}))
         for i, (sig, inputs) in enumerate(requests):
             if sig not in self.signatures:
@@ -293,8 +302,13 @@ class LoadedModel:
                 outputs = self.run(sig, inputs)
             except Exception as e:  # noqa: BLE001
                 raise LoadError(f"warm-up request {i} ({sig}) failed: {_short_error(e)}", _error_code(e)) from None
-            if sig in (SERVING_SIGNATURE, RAW_SIGNATURE):
+            if self.is_scarfx and sig in (SERVING_SIGNATURE, RAW_SIGNATURE):
                 self._check_outputs(outputs, i)
+
+    @property
+    def is_scarfx(self) -> bool:
+        """Whether the version has scarfx's metadata (then it must match the contract)."""
+        return bool(self.metadata)
 
     def _check_outputs(self, outputs: dict, i: int) -> None:
         probs = outputs["probabilities"]

@@ -284,7 +284,7 @@ def reload_config(serving_dir: str, model_name: str, config, actor: str | None =
 
     The config must be a model_config_list with an entry for `model_name` whose policy is
     valid; ConfigError otherwise, and nothing is written. Other models' entries are kept
-    as given (this server serves `model_name` only).
+    as given (the server then serves them too).
     """
     if config.WhichOneof("config") != "model_config_list":
         raise ConfigError("the config must be a model_config_list")

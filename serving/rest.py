@@ -76,7 +76,7 @@ def _decode_b64_example(obj: dict, where: str) -> bytes:
     if not isinstance(value, str):
         raise bad_request(f"{where}: 'b64' must be a base64 string")
     try:
-        return binascii.a2b_base64(value, strict_mode=True)
+        return jsonutil.b64decode(value)
     except (binascii.Error, ValueError):
         raise bad_request(f"{where}: 'b64' is not valid base64") from None
 
@@ -248,6 +248,12 @@ def parse_predict(payload: dict, model: LoadedModel, max_batch: int) -> tuple[st
             raise bad_request(f"{what} {examples.index(None)}: the batch mixes tf.Examples ({{\"b64\": ...}}) "
                               "and objects of feature values; send one kind")
     if sig == SERVING_SIGNATURE:
+        if not model.raw_kinds and not model.is_scarfx:
+            raise bad_request(f"model '{model.name}' version {model.version} has no scarfx metadata "
+                              "(assets.extra/scarfx_metadata.json) and no '{RAW_SIGNATURE}' signature, so objects "
+                              "of feature values cannot be fed: send {\"b64\": <serialized tf.Example>} instances "
+                              "to a signature taking 'examples', or call gRPC Predict with the signature's "
+                              "named tensors")
         if not model.raw_kinds:
             raise bad_request(f"version {model.version} has no '{RAW_SIGNATURE}' signature (exported before "
                               "scarfx served raw features): send tf.Examples as {\"b64\": ...}")
@@ -266,11 +272,15 @@ def parse_classify(payload: dict, model: LoadedModel, max_batch: int) -> tuple[s
     sig, named = _signature(payload, model, CLASSIFY_SIGNATURE)
     if sig not in model.classify_signatures:
         if not named:
-            raise bad_request(f"version {model.version} has no '{CLASSIFY_SIGNATURE}' signature (exported before "
-                              "scarfx had one): use :predict")
+            why = " (exported before scarfx had one)" if model.is_scarfx else ""
+            raise bad_request(f"version {model.version} has no '{CLASSIFY_SIGNATURE}' signature{why}: use :predict")
         raise bad_request(f"signature '{sig}' is not a classification signature (one string input; "
                           f"'{CLASSIFY_CLASSES}' and '{CLASSIFY_SCORES}' outputs); this model's is "
                           f"'{CLASSIFY_SIGNATURE}'")
+    if not model.is_scarfx:
+        raise bad_request(f"model '{model.name}' version {model.version} has no scarfx metadata "
+                          "(assets.extra/scarfx_metadata.json), which REST :classify needs to build tf.Examples "
+                          "from JSON: call gRPC Classify with serialized tf.Examples")
     examples = payload.get("examples")
     if not isinstance(examples, list):
         raise bad_request("classify requests need 'examples': a list of objects of feature values")

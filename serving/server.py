@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from models.features import EXAMPLES_INPUT
 from serving import jsonutil, layout, promotion
-from serving.manager import AVAILABLE, ModelManager, NotFound, Unavailable
+from serving.manager import AVAILABLE, ModelManager, NotFound, NotLoaded, Unavailable
 from serving.metrics import ServerMetrics
 from serving.modelconfig import ConfigError, config_path
 from serving.rest import (
@@ -111,8 +111,15 @@ class ModelServer:
         self.access_log = access_log
         self.freeze_gc = freeze_gc
         self.metrics = ServerMetrics(model_name)
-        self.manager = ModelManager(model_name, self.serving_dir, self.config_file, poll_interval,
-                                    self.metrics, loader=loader, unload_gc=unload_gc)
+        self.poll_interval = poll_interval
+        self._loader, self._unload_gc = loader, unload_gc
+        self._started = False
+        self._models_lock = threading.Lock()
+        self.manager = self._new_manager(model_name, self.serving_dir)
+        # Every model the server answers for: this one, and the other entries of the model
+        # config file (kept in step with it: see sync_models). Replaced whole, never mutated.
+        self.managers: dict[str, ModelManager] = {model_name: self.manager}
+        self.sync_models()
         self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads, thread_name_prefix="scarfx-infer")
         self.app = self._build_app()
         self._uvicorn = None
@@ -122,6 +129,62 @@ class ModelServer:
 
     def __repr__(self) -> str:
         return f"ModelServer({self.model_name!r}, {self.serving_dir!r}, {self.host}:{self.port})"
+
+    # --- models -----------------------------------------------------------------------------
+    def _new_manager(self, name: str, base_dir: str) -> ModelManager:
+        return ModelManager(name, base_dir, self.config_file, self.poll_interval, self.metrics,
+                            loader=self._loader, unload_gc=self._unload_gc,
+                            on_config=self.sync_models if name == self.model_name else None)
+
+    def sync_models(self) -> None:
+        """Serves every model of the model config file's model_config_list (TF Serving's
+        --model_config_file): a new entry gets its own manager (polling its base_path), a
+        removed one is stopped. `model_name` is always served, from `serving_dir`. An
+        unreadable file changes nothing (its error shows in the status)."""
+        from serving.modelconfig import read_config
+
+        try:
+            config = read_config(self.config_file)
+        except (ConfigError, OSError):
+            return
+        wanted: dict[str, str] = {}
+        if config is not None and config.WhichOneof("config") == "model_config_list":
+            base = os.path.dirname(os.path.abspath(self.config_file))
+            for mc in config.model_config_list.config:
+                if mc.name != self.model_name and layout.valid_model_name(mc.name) and mc.base_path:
+                    wanted[mc.name] = os.path.join(base, mc.base_path)  # absolute paths stay as they are
+        with self._models_lock:
+            current = self.managers
+            stale = [m for n, m in current.items() if n != self.model_name and
+                     (n not in wanted or m.base_dir != os.path.abspath(wanted[n]))]
+            new = {n: m for n, m in current.items() if m not in stale}
+            for name, path in wanted.items():
+                if name not in new:
+                    new[name] = self._new_manager(name, path)
+                    if self._started:
+                        new[name].start()
+                    log.info("scarfx serving: now serving model '%s' from %s", name, path)
+            self.managers = new
+        for m in stale:
+            log.info("scarfx serving: model '%s' left the model config; unloading it", m.model_name)
+            m.stop()
+
+    def manager_for(self, name: str) -> ModelManager:
+        m = self.managers.get(name)
+        if m is None:
+            raise NotFound(f"Servable not found for request: Latest({name[:100]}): model '{name[:100]}' is not "
+                           f"served here (served: {', '.join(sorted(self.managers))})")
+        return m
+
+    def _start_managers(self) -> None:
+        self._started = True
+        for m in list(self.managers.values()):
+            m.start()
+
+    def _stop_managers(self) -> None:
+        self._started = False
+        for m in list(self.managers.values()):
+            m.stop()
 
     # --- lifecycle ------------------------------------------------------------------------
     @property
@@ -216,7 +279,7 @@ class ModelServer:
         """
         self._prepare_process()
         self._sock = self._bind()
-        self.manager.start()
+        self._start_managers()
         self._start_batcher()
         self._start_grpc()
         self._uvicorn = self._uvicorn_server()
@@ -233,7 +296,8 @@ class ModelServer:
         return self
 
     def wait_ready(self, timeout: float) -> bool:
-        return self.manager.wait_for(lambda: self.manager.serving_version is not None, timeout)
+        return self.manager.wait_for(lambda: all(m.serving_version is not None for m in self.managers.values()),
+                                     timeout)
 
     def wait_for_version(self, version: int, timeout: float) -> bool:
         return self.manager.wait_for(lambda: self.manager.serving_version == version, timeout)
@@ -246,7 +310,7 @@ class ModelServer:
             self._thread = None
         self._stop_grpc()
         self._stop_batcher()
-        self.manager.stop()
+        self._stop_managers()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
             self._sock.close()
@@ -256,7 +320,7 @@ class ModelServer:
         """Blocking; SIGINT/SIGTERM shut down gracefully (in-flight requests finish)."""
         self._prepare_process()
         self._sock = self._bind()
-        self.manager.start()
+        self._start_managers()
         self._start_batcher()
         self._start_grpc()
         log.info("scarfx serving: model '%s' from %s on %s%s (config %s)", self.model_name,
@@ -277,7 +341,7 @@ class ModelServer:
                 signal.signal(signal.SIGTERM, previous)
             self._stop_grpc()
             self._stop_batcher()
-            self.manager.stop()
+            self._stop_managers()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._sock.close()
 
@@ -342,8 +406,8 @@ class ModelServer:
     def _drain_cap(self) -> int:
         return max(4 * self.max_body_bytes, 32 << 20)
 
-    def _parse_path(self, rest: str) -> tuple[str, int | None, str | None, str]:
-        """'name[/versions/V|/labels/L][/metadata][:verb]' -> (name, version, label, verb)."""
+    def _parse_path(self, rest: str) -> tuple[ModelManager, int | None, str | None, str]:
+        """'name[/versions/V|/labels/L][/metadata][:verb]' -> (its manager, version, label, verb)."""
         verb = ""
         if ":" in rest:
             rest, verb = rest.rsplit(":", 1)
@@ -368,9 +432,7 @@ class ModelServer:
             verb = "metadata"
         elif tail:
             raise HTTPError(404, f"no such endpoint: /v1/models/{rest[:200]}")
-        if name != self.model_name:
-            raise HTTPError(404, f"model '{name}' is not served here (this server serves '{self.model_name}')")
-        return name, version, label, verb
+        return self.manager_for(name), version, label, verb
 
     async def _models_endpoint(self, request: Request) -> Response:
         start = time.perf_counter()
@@ -378,15 +440,15 @@ class ModelServer:
         status, body, headers = 500, b"", {}
         self.metrics.in_flight.inc()
         try:
-            name, version, label, verb = self._parse_path(request.path_params["rest"])
+            manager, version, label, verb = self._parse_path(request.path_params["rest"])
             if request.method == "GET":
                 if verb == "metadata":
                     api = "metadata"
-                    status, body, v = self._metadata(version, label)
+                    status, body, v = self._metadata(manager, version, label)
                 elif verb:
                     raise HTTPError(405, f"use POST for :{verb[:20]}")
                 else:
-                    status, body, v = self._status(version, label)
+                    status, body, v = self._status(manager, version, label)
             else:
                 if verb not in ("predict", "classify", "regress"):
                     if verb in ("", "metadata"):
@@ -397,7 +459,8 @@ class ModelServer:
                     raise bad_request("regress is not supported: scarfx models are classifiers (use :classify)")
                 payload = await self._read_body(request)
                 loop = asyncio.get_running_loop()
-                status, body, v = await loop.run_in_executor(self._pool, self._infer, verb, version, label, payload)
+                status, body, v = await loop.run_in_executor(self._pool, self._infer, manager, verb, version, label,
+                                                         payload)
             if v is not None:
                 headers["X-Model-Version"] = str(v)
         except HTTPError as e:
@@ -407,6 +470,8 @@ class ModelServer:
             headers["Connection"] = "close"
         except NotFound as e:
             status, body = 404, jsonutil.dumps({"error": str(e)})
+            if isinstance(e, NotLoaded):
+                headers["Retry-After"] = "1"
         except Unavailable as e:
             status, body = 503, jsonutil.dumps({"error": str(e)})
             headers["Retry-After"] = "1"
@@ -420,9 +485,10 @@ class ModelServer:
         return Response(body, status, headers=headers, media_type=_JSON)
 
     # --- handlers (run in the thread pool or cheap) ------------------------------------------
-    def _infer(self, verb: str, version: int | None, label: str | None, body: bytes) -> tuple[int, bytes, int]:
+    def _infer(self, manager: ModelManager, verb: str, version: int | None, label: str | None,
+               body: bytes) -> tuple[int, bytes, int]:
         payload = parse_json(body)
-        handle = self.manager.acquire(version, label)
+        handle = manager.acquire(version, label)
         try:
             model = handle.model
             if verb == "predict":
@@ -454,36 +520,37 @@ class ModelServer:
         finally:
             handle.release()
 
-    def _version_for_status(self, version: int | None, label: str | None) -> int | None:
+    @staticmethod
+    def _version_for_status(manager: ModelManager, version: int | None, label: str | None) -> int | None:
         if label is not None:
-            v = self.manager.routing.labels.get(label)
+            v = manager.routing.labels.get(label)
             if v is None:
-                v = self.manager.policy.label_map.get(label)
+                v = manager.policy.label_map.get(label)
             if v is None:
-                raise NotFound(f"model '{self.model_name}' has no version label '{label}'")
+                raise NotFound(f"model '{manager.model_name}' has no version label '{label}'")
             return v
         return version
 
-    def version_for_label(self, label: str) -> int:
+    def version_for_label(self, label: str, manager: ModelManager | None = None) -> int:
         """The version a label points at (routing, else the policy); NotFound if none."""
-        return self._version_for_status(None, label)
+        return self._version_for_status(manager or self.manager, None, label)
 
-    def _status(self, version: int | None, label: str | None) -> tuple[int, bytes, int | None]:
-        v = self._version_for_status(version, label)
-        states = self.manager.states()
+    def _status(self, manager: ModelManager, version: int | None, label: str | None) -> tuple[int, bytes, int | None]:
+        v = self._version_for_status(manager, version, label)
+        states = manager.states()
         if v is not None:
             states = [s for s in states if s.version == v]
             if not states:
-                raise NotFound(f"version {v} of model '{self.model_name}' is unknown to this server")
+                raise NotFound(f"version {v} of model '{manager.model_name}' is unknown to this server")
         elif not states:
-            raise NotFound(f"no versions of model '{self.model_name}' found yet")
+            raise NotFound(f"no versions of model '{manager.model_name}' found yet")
         return 200, jsonutil.dumps({"model_version_status": [s.tf_serving_json() for s in states]}), None
 
-    def _metadata(self, version: int | None, label: str | None) -> tuple[int, bytes, int]:
-        handle = self.manager.acquire(version, label)
+    def _metadata(self, manager: ModelManager, version: int | None, label: str | None) -> tuple[int, bytes, int]:
+        handle = manager.acquire(version, label)
         try:
             body = {
-                "model_spec": {"name": self.model_name, "signature_name": "", "version": str(handle.version)},
+                "model_spec": {"name": manager.model_name, "signature_name": "", "version": str(handle.version)},
                 "metadata": {"signature_def": handle.model.metadata_json},
             }
             return 200, jsonutil.dumps(body), handle.version
@@ -498,8 +565,10 @@ class ModelServer:
 
     async def _readyz(self, request: Request) -> Response:
         v = self.manager.serving_version
-        if v is None:
-            return self._error(503, "no version available yet", {"Retry-After": "1"})
+        waiting = [n for n, m in self.managers.items() if m.serving_version is None]
+        if waiting:
+            return self._error(503, f"no version available yet for model(s) {', '.join(sorted(waiting))}",
+                               {"Retry-After": "1"})
         return Response(jsonutil.dumps({"status": "ready", "version": str(v)}), 200, media_type=_JSON)
 
     def status_dict(self) -> dict[str, Any]:
@@ -527,6 +596,14 @@ class ModelServer:
             "batching": self.batching.describe() if self.batching is not None else None,
             "poll_interval": m.poll_interval,
             "last_poll_error": m.last_error,
+            "models": {
+                name: {"base_path": mm.base_dir, "serving_version": mm.serving_version,
+                       "available_versions": sorted(mm.routing.handles, reverse=True),
+                       "policy": mm.policy.describe(), "config_error": mm.config_error,
+                       "policy_warning": mm.policy_warning, "refused": {str(v): msg for v, msg in
+                                                                         mm.refused_versions().items()}}
+                for name, mm in sorted(self.managers.items())
+            },
         }
 
     async def _status_endpoint(self, request: Request) -> Response:

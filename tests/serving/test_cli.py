@@ -29,8 +29,9 @@ def test_serve_process(models, serving_dir, tmp_path):
     port, grpc_port = _free_port(), _free_port()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir", serving_dir, "--model-name", MODEL,
-         "--port", str(port), "--grpc-port", str(grpc_port), "--poll-interval", "0.2",
+        # TF Serving's flags (--port is gRPC, as there), plus scarfx's own.
+        [sys.executable, "-m", "pipeline.cli", "serve", f"--model_base_path={serving_dir}", f"--model_name={MODEL}",
+         f"--port={grpc_port}", f"--rest_api_port={port}", "--enable_batching", "--poll-interval", "0.2",
          "--admin-token-file", str(token_file)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -52,6 +53,8 @@ def test_serve_process(models, serving_dir, tmp_path):
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.headers["X-Model-Version"] == "42"
             assert len(json.load(r)["predictions"]) == 1
+        with urllib.request.urlopen(f"{base}/scarfx/status", timeout=10) as r:
+            assert json.load(r)["batching"]["max_batch_size"] == 64  # --enable_batching's default
         import grpc
         from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 

@@ -120,11 +120,16 @@ BAD_PUSHES = [
     (5, "outputs", "lacks output 'predicted_class'"),
     (6, "warmup", "warm-up failed"),
     (7, "runtime", "warm-up request"),
-    (8, "metadata", "missing assets.extra/scarfx_metadata.json"),
+    (8, "bad_metadata", "unreadable assets.extra/scarfx_metadata.json"),
 ]
 
 
-def test_bad_versions_are_refused_and_the_old_one_keeps_serving(models, serving_dir, start_server, client_for):
+def test_bad_versions_are_refused_and_the_old_one_keeps_serving(models, serving_dir, start_server, client_for,
+                                                                tmp_path):
+    bad_metadata = str(tmp_path / "bad_metadata")  # metadata present but not JSON (absent metadata is served)
+    shutil.copytree(models.get(1), bad_metadata)
+    with open(os.path.join(bad_metadata, "assets.extra", "scarfx_metadata.json"), "w") as f:
+        f.write("{not json")
     push(models, serving_dir, 1, variant=1)
     server = start_server(serving_dir)
     client = client_for(server)
@@ -133,6 +138,8 @@ def test_bad_versions_are_refused_and_the_old_one_keeps_serving(models, serving_
         for version, how, _ in BAD_PUSHES:
             if how in ("garbage", "no_variables"):
                 push_corrupt(serving_dir, version, models.get(1), how)
+            elif how == "bad_metadata":
+                push_dir(bad_metadata, serving_dir, version)
             else:
                 push_dir(models.get(1, broken=how), serving_dir, version)
         assert wait_until(lambda: len(server.manager.refused_versions()) == len(BAD_PUSHES), 30), \
@@ -209,7 +216,8 @@ def test_starts_before_any_version_then_serves(models, serving_dir, start_server
     server = start_server(serving_dir, wait_ready=None)
     client = client_for(server)
     r = client.post(PREDICT, json={"instances": [{}]})
-    assert r.status_code == 503 and "no version" in r.json()["error"] and r.headers["Retry-After"]
+    # TF Serving answers 404 "Servable not found" until a version is loaded.
+    assert r.status_code == 404 and "no version" in r.json()["error"] and r.headers["Retry-After"]
     assert client.get("/readyz").status_code == 503
     assert client.get(f"/v1/models/{MODEL}").status_code == 404
     push(models, serving_dir, 5, variant=1)

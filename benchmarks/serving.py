@@ -1,17 +1,29 @@
-"""Model server latency and throughput over HTTP on loopback, against in-process calls.
+"""Model server latency and throughput over REST and gRPC on loopback, batching off and
+on, against in-process calls.
 
-For each batch size (default 1 and 64) it measures, in one run:
+Two `scarfx serve` subprocesses serve the same model on 127.0.0.1: one as started by
+default, one with `--enable_batching` (`--max_batch_size 64`, `--batch_timeout_micros`
+from --batch-timeout-micros). For each batch size (default 1 and 64) it measures, in one
+run:
 - in-process: the SavedModel's `serving_default` called directly with serialized
-  tf.Examples, outputs fetched as numpy (the limit: no HTTP, no JSON, no tf.Example
+  tf.Examples, outputs fetched as numpy (the limit: no RPC, no JSON, no tf.Example
   encoding);
-- HTTP: `POST /v1/models/<name>:predict` to a `scarfx serve` subprocess on 127.0.0.1 over
-  keep-alive connections, bodies encoded up front, in two request forms: `raw` (JSON
-  feature values, turned into tf.Examples by the server) and `b64` (serialized
-  tf.Examples, as TF Serving clients send them).
+- `http raw` / `http b64`: `POST /v1/models/<name>:predict` over keep-alive connections,
+  bodies encoded up front: JSON feature values (fed to `predict_raw`) or serialized
+  tf.Examples as `{"b64": ...}` (what TF Serving clients send);
+- `grpc ex` / `grpc raw`: `PredictionService/Predict` with serialized tf.Examples to
+  `serving_default`, or one typed tensor per feature to `predict_raw`; the request is
+  serialized once and sent as bytes (so the figures show the server, not protobuf work
+  in the client);
+- `... +batch`: the same on the batching server.
 Latency (p50/p99) comes from one client sending requests back to back; throughput
 (examples/s) from --concurrency clients at once, each on its own connection (in-process:
-as many threads calling the signature). It prints both and the ratios against in-process
-(targets: p50 overhead <= 1 ms at batch 1; batch-64 throughput >= 80% of in-process).
+as many threads calling the signature). Then --many (32) batch-1 clients at once, over
+gRPC and REST, batching off vs on.
+
+Targets (issue 18): batch-64 throughput over gRPC >= 80% of in-process; batch-1 p50
+overhead over gRPC <= 0.5 ms; 32 concurrent batch-1 clients get >= 3x the throughput with
+batching on.
 
     .venv/bin/python -m benchmarks.serving [--model-dir DIR] [--seconds 3] [--concurrency 2]
 
@@ -104,6 +116,40 @@ class RawClient:
         self.sock.close()
 
 
+class GrpcClient:
+    """PredictionService/Predict on its own channel, the request serialized once."""
+
+    def __init__(self, port: int, request_bytes: bytes):
+        import grpc
+
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.call = self.channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                             request_serializer=None, response_deserializer=None)
+        self.request = request_bytes
+
+    def __call__(self) -> None:
+        self.call(self.request, timeout=60)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def grpc_requests(name: str, kinds: dict, insts: list[dict], serialized: list[bytes]) -> dict:
+    """{"grpc ex": bytes, "grpc raw": bytes}: PredictRequests as a TF Serving client builds them."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    ex = predict_pb2.PredictRequest()
+    ex.model_spec.name = name
+    ex.inputs["examples"].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
+    raw = predict_pb2.PredictRequest()
+    raw.model_spec.name, raw.model_spec.signature_name = name, "predict_raw"
+    dtypes = {"float": tf.float32, "int": tf.int64, "string": tf.string}
+    for feature, kind in kinds.items():
+        raw.inputs[feature].CopyFrom(tf.make_tensor_proto([i[feature] for i in insts], dtype=dtypes[kind]))
+    return {"grpc ex": ex.SerializeToString(), "grpc raw": raw.SerializeToString()}
+
+
 class StdClient:
     """The same with http.client (what a plain Python client costs)."""
 
@@ -179,9 +225,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(base: str, name: str, port: int, max_batch: int, threads: int | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir", base, "--model-name", name,
-           "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(max_batch)]
+def start_server(base: str, name: str, port: int, grpc_port: int, threads: int | None,
+                 batching: list[str] | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline.cli", "serve", f"--model_base_path={base}", f"--model_name={name}",
+           "--host", "127.0.0.1", f"--rest_api_port={port}", f"--port={grpc_port}", *(batching or [])]
     if threads:
         cmd += ["--threads", str(threads)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
@@ -236,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="clients (threads) for throughput (default 2)")
     parser.add_argument("--client", choices=("raw", "http.client"), default="raw")
     parser.add_argument("--server-threads", type=int, default=None, help="`scarfx serve --threads`")
+    parser.add_argument("--many", type=int, default=32, help="concurrent batch-1 clients, batching off vs on (32)")
+    parser.add_argument("--batch-timeout-micros", type=int, default=0,
+                        help="the batching server's --batch_timeout_micros (default 0: a batch runs as soon as a "
+                             "batch thread is free; requests arriving meanwhile merge)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     if REPO not in sys.path:
@@ -245,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = tempfile.mkdtemp(prefix="scarfx-serving-bench-")
     proc = None
+    procs = []
     try:
         if args.model_dir:
             base, version_dir = resolve_model_dir(args.model_dir, work)
@@ -256,8 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
             version_dir = build_model(os.path.join(base, "1"), variant=1, features=TAXI_LIKE, hidden=hidden)
             what = f"fixture: {len(TAXI_LIKE)} taxi-like raw features, hidden layers {list(hidden)}"
-        port = free_port()
-        proc = start_server(base, args.model_name, port, max(batches), args.server_threads)
+        port, grpc_port, bport, bgrpc_port = free_port(), free_port(), free_port(), free_port()
+        proc = start_server(base, args.model_name, port, grpc_port, args.server_threads)
+        bproc = start_server(base, args.model_name, bport, bgrpc_port, args.server_threads,
+                             ["--enable_batching", "--max_batch_size", "64",
+                              "--batch_timeout_micros", str(args.batch_timeout_micros)])
+        procs.append(bproc)
 
         import tensorflow as tf
 
@@ -267,10 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         kinds = read_metadata(version_dir)["raw_features"]
         fn = tf.saved_model.load(version_dir).signatures[SERVING_SIGNATURE]
         wait_ready(port, proc, 180)
+        wait_ready(bport, bproc, 180)
         print(f"model: {what}\n{os.cpu_count()} CPUs; {args.seconds:g}s per measurement in {args.rounds} interleaved "
               f"rounds; latency: 1 client; throughput (median of rounds): {args.concurrency} concurrent clients; "
               f"client: {args.client}\n")
-        header = f"{'batch':>5}  {'path':<11} {'p50 ms':>8} {'p99 ms':>8} {'examples/s':>11}  vs in-process"
+        header = f"{'batch':>5}  {'path':<16} {'p50 ms':>8} {'p99 ms':>8} {'examples/s':>11}  vs in-process"
         print(header)
         print("-" * (len(header) + 30))
 
@@ -294,10 +351,21 @@ def main(argv: list[str] | None = None) -> int:
             }
             # Each path: (latency callable, throughput callables). Rounds interleave the paths
             # so that load from other processes hits them alike.
+            grpc_bodies = grpc_requests(args.model_name, kinds, insts, serialized)
             paths = {"in-process": (inproc, [inproc] * args.concurrency)}
             for label, body in bodies.items():
                 paths[label] = (client_cls(port, path, body),
                                 [client_cls(port, path, body) for _ in range(args.concurrency)])
+            for label, body in grpc_bodies.items():
+                paths[label] = (GrpcClient(grpc_port, body), [GrpcClient(grpc_port, body)
+                                                              for _ in range(args.concurrency)])
+            paths["http b64 +batch"] = (client_cls(bport, path, bodies["http b64"]),
+                                        [client_cls(bport, path, bodies["http b64"]) for _ in range(args.concurrency)])
+            paths["grpc ex +batch"] = (GrpcClient(bgrpc_port, grpc_bodies["grpc ex"]),
+                                       [GrpcClient(bgrpc_port, grpc_bodies["grpc ex"])
+                                        for _ in range(args.concurrency)])
+            body_sizes = {**{k: len(v) for k, v in bodies.items()}, **{k: len(v) for k, v in grpc_bodies.items()},
+                          "http b64 +batch": len(bodies["http b64"]), "grpc ex +batch": len(grpc_bodies["grpc ex"])}
             lats = {k: [] for k in paths}
             tputs = {k: [] for k in paths}
             for _ in range(rounds):
@@ -317,36 +385,69 @@ def main(argv: list[str] | None = None) -> int:
                     base_row = row
                     cmp = ""
                 else:
-                    row["body_bytes"] = len(bodies[label])
+                    row["body_bytes"] = body_sizes[label]
                     row["p50_overhead_ms"] = row["p50_ms"] - base_row["p50_ms"]
                     row["throughput_vs_in_process"] = row["examples_per_s"] / base_row["examples_per_s"]
                     cmp = f"p50 {row['p50_overhead_ms']:+.3f} ms, throughput {row['throughput_vs_in_process']:.0%}"
                 results.append(row)
-                print(f"{batch:>5}  {label:<11} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
+                print(f"{batch:>5}  {label:<16} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
                       f"{row['examples_per_s']:>11.0f}  {cmp}")
+        # --many concurrent batch-1 clients, batching off vs on, interleaved rounds.
+        many = []
+        if args.many:
+            insts = instances(kinds, 1, rng)
+            serialized = [serialize_features(i, kinds) for i in insts]
+            g = grpc_requests(args.model_name, kinds, insts, serialized)["grpc ex"]
+            b = json.dumps({"instances": [{"b64": base64.b64encode(serialized[0]).decode()}]}).encode()
+            setups = {"grpc, batching off": [GrpcClient(grpc_port, g) for _ in range(args.many)],
+                      "grpc, batching on": [GrpcClient(bgrpc_port, g) for _ in range(args.many)],
+                      "http b64, batching off": [client_cls(port, path, b) for _ in range(args.many)],
+                      "http b64, batching on": [client_cls(bport, path, b) for _ in range(args.many)]}
+            tp = {k: [] for k in setups}
+            for _ in range(rounds):
+                for label, calls in setups.items():
+                    tp[label].append(throughput(calls, per, 1))
+            print(f"\n{args.many} concurrent batch-1 clients (median of rounds):")
+            for label, calls in setups.items():
+                for c in calls:
+                    c.close()
+                row = {"clients": args.many, "setup": label, "examples_per_s": statistics.median(tp[label])}
+                many.append(row)
+                print(f"  {label:<24} {row['examples_per_s']:>9.0f} examples/s")
     finally:
-        if proc is not None:
-            proc.terminate()
+        for p in [proc, *procs]:
+            if p is None:
+                continue
+            p.terminate()
             try:
-                proc.wait(30)
+                p.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                p.kill()
         shutil.rmtree(work, ignore_errors=True)
 
-    print("\ntargets: batch-1 p50 overhead <= 1 ms; batch-64 throughput >= 80% of in-process")
+    print("\ntargets: batch-64 throughput over gRPC >= 80% of in-process; batch-1 p50 overhead over gRPC <= 0.5 ms "
+          "(REST: <= 1 ms); 32 clients: >= 3x with batching on")
     for r in results:
         if r["path"] == "in-process":
             continue
+        limit = 0.5 if r["path"].startswith("grpc") else 1.0
         if r["batch"] == 1:
-            met = "met" if r["p50_overhead_ms"] <= 1.0 else "missed"
-            print(f"  batch 1, {r['path']}: p50 overhead {r['p50_overhead_ms']:.3f} ms ({met})")
+            met = "met" if r["p50_overhead_ms"] <= limit else "missed"
+            print(f"  batch 1, {r['path']}: p50 overhead {r['p50_overhead_ms']:.3f} ms ({met}, <= {limit} ms)")
         if r["batch"] == 64:
             met = "met" if r["throughput_vs_in_process"] >= 0.8 else "missed"
             print(f"  batch 64, {r['path']}: throughput {r['throughput_vs_in_process']:.0%} of in-process ({met})")
+    by = {r["setup"]: r["examples_per_s"] for r in many}
+    for api in ("grpc", "http b64"):
+        off, on = by.get(f"{api}, batching off"), by.get(f"{api}, batching on")
+        if off and on:
+            ratio = on / off
+            print(f"  {args.many} clients, {api}: batching on / off = {ratio:.2f}x ({'met' if ratio >= 3 else 'missed'})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": what, "cpus": os.cpu_count(), "concurrency": args.concurrency,
-                       "client": args.client, "results": results}, f, indent=2)
+                       "client": args.client, "batch_timeout_micros": args.batch_timeout_micros,
+                       "results": results, "many_clients": many}, f, indent=2)
     return 0
 
 

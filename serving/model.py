@@ -219,6 +219,9 @@ class LoadedModel:
         self.raw_kinds: dict[str, str] = {}  # predict_raw's {input name: "float"|"int"|"string"}; {} without it
         self.raw_dtypes: dict[str, str] = {}  # predict_raw's {input name: numpy dtype name}
         self.raw_aliases: dict[str, str] = {}  # {raw feature name: input name} where they differ
+        # The metadata's `na_values`: a raw string value for a numeric feature that is one of
+        # these (or blank) is missing, as the training CSV read it.
+        self.na_values: frozenset[str] = frozenset()
         self.classify_signatures: set[str] = set()
         self.signature_defs = None  # SignatureDefMap proto
         self.metadata_json: dict | None = None
@@ -238,6 +241,9 @@ class LoadedModel:
                 raise LoadError(str(e), "INVALID_ARGUMENT") from None
             self.kinds = dict(self.metadata["raw_features"])
             self.classes = [str(c) for c in self.metadata["classes"]]
+            tokens = self.metadata.get("na_values")
+            if isinstance(tokens, list):
+                self.na_values = frozenset({"", *(t.strip() for t in tokens if isinstance(t, str))})
         # else: any SavedModel, as TF Serving serves it (no contract check; raw JSON and
         # REST :classify, which need the metadata, answer a clear 400).
         tf = self._tf = _tf()

@@ -185,6 +185,9 @@ def raw_columns(rows: list | None, columns: dict | None, model: LoadedModel, wha
             raise bad_request(f"feature '{key}' is given twice (as '{name}' and by its other name)")
         dtype = model.raw_dtypes[key]
         missing = missing_value(dtype)
+        if kind != "string" and model.na_values:
+            # "NA", "?", "" ... for a number: missing, as the training data read it.
+            col = [None if type(v) is str and v.strip() in model.na_values else v for v in col]
         try:
             values = [_raw_value(v, kind, name, missing) for v in col]
         except FeatureError as e:

@@ -72,6 +72,43 @@ def read_statistics(statistics_artifact, split: str = "train"):
     return tfdv.load_stats_binary(path).datasets[0]
 
 
+# How the report names each column role of pipeline/data_checks.py (ColumnRole.role).
+ROLE_TEXT = {
+    "label": "label",
+    "numeric": "input (numeric)",
+    "categorical": "input (categorical)",
+    "datetime": "input (date/time: year, month, day of week, hour)",
+    "id": "dropped: ID",
+    "constant": "dropped: constant",
+    "empty": "dropped: empty",
+    "datetime_dropped": "dropped: date/time",
+    "dropped": "dropped by the user",
+}
+
+
+def serving_input_names(model_uri: str) -> dict[str, str]:
+    """{raw feature: its predict_raw input name} where the two differ (models/export.py
+    raw_input_names: characters TensorFlow refuses in a tensor name become `_`)."""
+    from tfx.utils import path_utils
+
+    from models.features import ASSETS_EXTRA, METADATA_FILE
+
+    path = os.path.join(path_utils.serving_model_path(model_uri), ASSETS_EXTRA, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        names = json.load(f).get("raw_inputs") or {}
+    return {k: v for k, v in names.items() if k != v}
+
+
+def columns_table(roles: list[dict], input_names: Optional[dict] = None) -> str:
+    """Every column of the CSV: its role, why, and its predict_raw input name where that differs."""
+    input_names = input_names or {}
+    rows = [[html.escape(r["column"]), html.escape(ROLE_TEXT.get(r["role"], r["role"])), html.escape(r.get("why", "")),
+             html.escape(input_names.get(r["column"], ""))] for r in roles]
+    return _table(["column", "role", "why", "predict_raw input name (if not the column's)"], rows)
+
+
 def _feature_name(feature) -> str:
     return ".".join(feature.path.step) or feature.name
 
@@ -350,6 +387,8 @@ def render_html(
     drift_rows: Optional[list[dict]] = None,
     examples_in_stats: Optional[int] = None,
     numeric_encoding: str = "",
+    column_roles: Optional[list[dict]] = None,
+    input_names: Optional[dict] = None,
 ) -> str:
     """The report page from already-loaded parts; every part may be missing and says so."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -451,11 +490,17 @@ def render_html(
         parts.append(f'<h3>Anomalies (TFDV)</h3><ul class="anomalies">{items}</ul>')
     else:
         parts.append("<p>TFDV found no anomalies against the schema.</p>")
+    if column_roles:
+        parts.append("<h3>Columns</h3>")
+        parts.append(columns_table(column_roles, input_names))
     if summary_rows:
         training = training or {}
         used = {*training.get("numeric_features", []), *training.get("categorical_features", [])}
+        decided = {r["column"]: ROLE_TEXT.get(r["role"], r["role"]) for r in column_roles or []}
 
         def role(name: str) -> str:
+            if name in decided:
+                return decided[name]
             if name == training.get("label"):
                 return "label"
             return "input" if name in used or not used else "not used"
@@ -500,6 +545,7 @@ def RunReport(
     previous_statistics: tfx.dsl.components.InputArtifact[ExampleStatistics] = None,
     title: Parameter[str] = "scarfx run report",
     numeric_encoding: Parameter[str] = "",
+    column_roles: Parameter[str] = "",
 ) -> None:
     from absl import logging
 
@@ -529,6 +575,9 @@ def RunReport(
         drift_rows=drift(stats, previous) if stats is not None and previous is not None else None,
         examples_in_stats=int(stats.num_examples) if stats is not None else None,
         numeric_encoding=numeric_encoding,
+        # JSON list of pipeline/data_checks.py ColumnRole fields, as the up-front checks decided.
+        column_roles=json.loads(column_roles) if column_roles else None,
+        input_names=serving_input_names(model.uri),
     )
     tf.io.gfile.makedirs(report.uri)
     with tf.io.gfile.GFile(os.path.join(report.uri, REPORT_FILE), "w") as f:

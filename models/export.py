@@ -4,8 +4,9 @@ Signatures (names: models/features.py), each embedding the same tf.Transform gra
 serving and TFMA apply exactly the statistics computed by the Transform component:
 - `serving_default`: `examples` (serialized tf.Example, string [None]) -> `probabilities`
   float32 [None, K], `predicted_class` string [None], `classes` string [None, K];
-- `predict_raw`: one input per raw feature, named like it (characters TensorFlow refuses
-  in a name become `_`; the metadata's `raw_inputs` maps feature -> input), shape
+- `predict_raw`: one input per raw feature, named like it (lower-cased, characters other
+  than letters, digits and `_` as `_`, as TensorFlow saves signature inputs; the
+  metadata's `raw_inputs` maps feature -> input), shape
   [None], dtype from the raw feature spec -> the same outputs. What TF Serving feeds for
   row-format JSON `{"instances": [{feature: value, ...}]}` or named gRPC tensors. A
   missing value is `features.RAW_MISSING[kind]`: "" / NaN / the smallest int64;
@@ -134,18 +135,22 @@ class ExportModule(tf.Module):
         return self.tft_layer(raw)
 
 
-_INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
+# What a SavedModel signature keeps of an input's name: TensorFlow's sanitize_spec_name
+# lower-cases it and turns every other character into `_` (and prefixes "tensor_" when it
+# does not start with a letter), so "fare.usd" is fed as "fare_usd", whatever the
+# TensorSpec said. ASCII only here: a non-ASCII letter is no valid graph node name.
+_INVALID_NAME_CHARS = re.compile(r"[^a-z0-9_]")
 
 
 def raw_input_names(serving_features: Sequence[str]) -> dict[str, str]:
-    """{raw feature: its input name in the raw signature}: the feature's own name where
-    TensorFlow accepts it as a tensor name, else with the other characters as `_` (made
-    unique with a numeric suffix)."""
+    """{raw feature: its input name in the raw signature}: the name the saved signature
+    really has (TensorFlow's rule above, made unique with a numeric suffix), so the
+    metadata's `raw_inputs` lets the server take a request with the CSV's own names."""
     names: dict[str, str] = {}
     used: set[str] = set()
     for feature in serving_features:
-        name = _INVALID_NAME_CHARS.sub("_", feature)
-        if not name or not re.match(r"[A-Za-z0-9.]", name[0]):
+        name = _INVALID_NAME_CHARS.sub("_", feature.lower())
+        if not name or not re.match(r"[a-z]", name[0]):
             name = "f" + name
         base, i = name, 1
         while name in used:
@@ -201,8 +206,13 @@ def export_saved_model(
     label: str,
     serving_features: list[str],
     model_name: str,
+    na_values: Sequence[str] = (),
 ) -> None:
-    """Writes the SavedModel plus assets.extra/scarfx_metadata.json (read by the server)."""
+    """Writes the SavedModel plus assets.extra/scarfx_metadata.json (read by the server).
+
+    `na_values`: the tokens the training data read as missing; the metadata carries them
+    (`na_values`) so that the server reads a raw request's numeric value spelled so as
+    missing too (string features need nothing: the transform graph maps them itself)."""
     module = ExportModule(classifier, tf_transform_output, label, serving_features)
     signatures = {
         features.SERVING_SIGNATURE: module.serve.get_concrete_function(),
@@ -219,6 +229,7 @@ def export_saved_model(
         "classes": class_names(tf_transform_output),
         "raw_features": feature_kinds(tf_transform_output, serving_features),
         "raw_inputs": module.raw_inputs,
+        "na_values": sorted({v.strip() for v in na_values} - {""}),
     }
     with tf.io.gfile.GFile(os.path.join(extra, features.METADATA_FILE), "w") as f:
         f.write(json.dumps(metadata, indent=2))

@@ -1,11 +1,14 @@
 """Names shared by the Transform graph, the Trainer, the exported SavedModel and its
 readers (serving/, the run report, the command line): the only contract between them.
 
-It imports nothing, so every package may import it without importing upward.
+It imports nothing but the standard library, so every package may import it without
+importing upward.
 
 Every raw feature becomes exactly one transformed feature, so SCARF's corruption
-(which counts and replaces whole features) sees the same M features the user has.
+(which counts and replaces whole features) sees the same M features the user has; an
+ISO-8601 date/time column is the exception: it becomes DATETIME_PARTS numeric features.
 """
+import hashlib
 
 NUMERIC_PREFIX = "num__"  # float32, quantile-normal (or z-score) encoded; NaN = missing (the model imputes)
 CATEGORICAL_PREFIX = "cat__"  # int64 vocabulary id; missing is its own value, unseen -> OOV
@@ -46,12 +49,33 @@ def numeric_name(raw_name: str) -> str:
     return NUMERIC_PREFIX + raw_name
 
 
+# What the Transform derives from a date/time column (models/preprocessing.py), each a
+# numeric feature named datetime_part_name(column, part).
+DATETIME_PARTS = ("year", "month", "day_of_week", "hour")
+
+
+def datetime_part_name(raw_name: str, part: str) -> str:
+    return f"{raw_name}__{part}"
+
+
 def categorical_name(raw_name: str) -> str:
     return CATEGORICAL_PREFIX + raw_name
 
 
+# Characters tf.Transform takes in a vocabulary's name: it becomes a TF name scope
+# (`<name>_unpruned_vocab_size`) and an asset file. Spaces, dots and slashes work (checked
+# by running the pipeline on such columns); a non-ASCII letter fails the Transform.
+_VOCABULARY_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-/ ")
+
+
 def categorical_vocabulary(raw_name: str) -> str:
-    return "vocab__" + raw_name
+    """The vocabulary file of a string feature: `vocab__<name>`, or, for a name with other
+    characters, those replaced by `_` and a digest of the name appended (so two names that
+    differ only there still get two files)."""
+    if all(c in _VOCABULARY_NAME_CHARS for c in raw_name):
+        return "vocab__" + raw_name
+    safe = "".join(c if c in _VOCABULARY_NAME_CHARS and c not in " /" else "_" for c in raw_name)
+    return f"vocab__{safe}__{hashlib.sha256(raw_name.encode('utf-8')).hexdigest()[:8]}"
 
 
 def raw_name(transformed_name: str) -> str:

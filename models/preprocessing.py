@@ -10,8 +10,15 @@ numeric (int or float) -> `numeric_encoding`:
                           model imputes it and sees a missing indicator
                           (models/numeric_encoding.py), so missingness is a signal and
                           SCARF's corruption draws it from the marginal like any value
-string                 -> vocabulary id (+ OOV buckets); a missing value is its own category
-label                  -> vocabulary id, -1 when the label cell is empty, plus a 0/1 weight
+string                 -> vocabulary id (+ OOV buckets); a missing value is its own category;
+                          values are stripped of surrounding spaces, and one of `na_values`
+                          (`NA`, `?`...) is missing, as in the CSV checks
+ISO-8601 date/time     -> (columns listed in `datetime_columns`) numeric year, month, day of
+                          week (0 = Monday) and hour, parsed with tf.strings ops, so a raw
+                          request's date string gets the same features at serving; then
+                          encoded like any numeric. No time (or an unparseable value): NaN
+label                  -> vocabulary id, -1 when the label cell is empty (or an NA token),
+                          plus a 0/1 weight
 
 The same graph is embedded in the exported SavedModel, so serving applies exactly
 these statistics (quantiles, means, variances, vocabularies) to raw requests.
@@ -34,6 +41,8 @@ DEFAULTS = {
     "z_clip": 5.0,
     "numeric_encoding": "quantile_normal",
     "num_quantiles": 128,
+    "na_values": [""],
+    "datetime_columns": [],
 }
 
 # u is kept inside [e, 1 - e] before the inverse normal CDF: |value| <= 3.09.
@@ -132,15 +141,72 @@ def _quantile_normal(values: tf.Tensor, num_quantiles: int) -> tf.Tensor:
     return tf.math.ndtri(u)
 
 
-def _label_strings(x) -> tuple[tf.Tensor, tf.Tensor]:
+def _is_na(strings: tf.Tensor, na_values) -> tf.Tensor:
+    """[B] bool: the (already stripped) value is blank or one of `na_values`."""
+    tokens = sorted({v.strip() for v in na_values} - {""})
+    blank = tf.equal(tf.strings.length(strings), 0)
+    if not tokens:
+        return blank
+    listed = tf.reduce_any(tf.equal(strings[:, tf.newaxis], tf.constant(tokens)[tf.newaxis, :]), axis=1)
+    return tf.logical_or(blank, listed)
+
+
+def _clean_strings(values: tf.Tensor, na_values) -> tf.Tensor:
+    """[B] strings stripped of surrounding spaces; an NA token becomes "" (missing)."""
+    values = tf.strings.strip(values)
+    return tf.where(_is_na(values, na_values), tf.constant(""), values)
+
+
+# Sakamoto's day-of-week offsets by month (0 = Sunday in the formula; shifted to 0 = Monday).
+_DOW_OFFSETS = (0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4)
+# The ISO-8601 forms the CSV checks call date/time (pipeline/data_checks.py: ISO_DATETIME), in RE2.
+ISO_DATETIME_RE2 = (
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+
+
+def datetime_parts(values: tf.Tensor) -> dict[str, tf.Tensor]:
+    """[B] ISO-8601 strings -> {part: [B] float32} for features.DATETIME_PARTS; NaN where the
+    value is missing or not a valid date (hour: also where there is no time).
+
+    The wall-clock fields as written: a zone offset is not applied."""
+    s = tf.strings.strip(values)
+    ok = tf.strings.regex_full_match(s, ISO_DATETIME_RE2)
+    # Padded so that every substring below exists (a date alone has no hour to cut out).
+    safe = tf.strings.join([tf.where(ok, s, tf.constant("2000-01-01")), "T00:00"])
+
+    def field(start: int, length: int) -> tf.Tensor:
+        return tf.strings.to_number(tf.strings.substr(safe, start, length), out_type=tf.int32)
+
+    year, month, day = field(0, 4), field(5, 2), field(8, 2)
+    ok = ok & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    has_time = ok & (tf.strings.length(s) >= 16)
+    hour = tf.where(has_time, field(11, 2), 0)
+    has_time = has_time & (hour <= 23)
+    m = tf.clip_by_value(month, 1, 12)
+    y = year - tf.cast(m < 3, tf.int32)
+    sunday_first = tf.math.floormod(
+        y + y // 4 - y // 100 + y // 400 + tf.gather(tf.constant(_DOW_OFFSETS), m - 1) + day, 7)
+    monday_first = tf.math.floormod(sunday_first + 6, 7)
+    nan = tf.constant(float("nan"), tf.float32)
+
+    def value(x: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+        return tf.where(valid, tf.cast(x, tf.float32), nan)
+
+    parts = {"year": value(year, ok), "month": value(month, ok), "day_of_week": value(monday_first, ok),
+             "hour": value(hour, has_time)}
+    return {part: parts[part] for part in features.DATETIME_PARTS}
+
+
+def _label_strings(x, na_values=("",)) -> tuple[tf.Tensor, tf.Tensor]:
     values, present = _to_dense_with_mask(x)
     if values.dtype == tf.string:
-        strings = values
+        strings = tf.strings.strip(values)
     elif values.dtype.is_floating:
         strings = tf.strings.as_string(values, shortest=True)
     else:
         strings = tf.strings.as_string(values)
-    present = tf.logical_and(present, tf.strings.length(tf.strings.strip(strings)) > 0)
+    present = tf.logical_and(present, tf.logical_not(_is_na(strings, na_values)))
     return strings, present
 
 
@@ -148,6 +214,7 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
     config = {**DEFAULTS, **(custom_config or {})}
     label = config["label"]
     drop = set(config["drop_columns"])
+    datetimes = set(config["datetime_columns"])
     if label not in inputs:
         raise ValueError(f"label column {label!r} is not in the data; columns: {sorted(inputs)}")
     if config["numeric_encoding"] not in NUMERIC_ENCODINGS:
@@ -158,8 +225,13 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
         if name == label or name in drop:
             continue
         x = inputs[name]
-        if x.dtype == tf.string:
+        if x.dtype == tf.string and name in datetimes:
             values, _ = _to_dense_with_mask(x)
+            for part, derived in datetime_parts(values).items():
+                numeric[features.datetime_part_name(name, part)] = derived
+        elif x.dtype == tf.string:
+            values, _ = _to_dense_with_mask(x)
+            values = _clean_strings(values, config["na_values"])
             outputs[features.categorical_name(name)] = tft.compute_and_apply_vocabulary(
                 values,
                 top_k=config["max_vocabulary_size"],
@@ -176,7 +248,7 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
         for name, values in numeric.items():
             outputs[features.numeric_name(name)] = _zscore(values, config["z_clip"])
 
-    strings, present = _label_strings(inputs[label])
+    strings, present = _label_strings(inputs[label], config["na_values"])
     # Vocabulary only over labelled rows; ordered by frequency, ties by value.
     vocab = tft.vocabulary(tf.boolean_mask(strings, present), vocab_filename=features.LABEL_VOCABULARY)
     ids = tft.apply_vocabulary(strings, vocab, default_value=-1)

@@ -139,7 +139,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     serving_features = sorted(k for k in tf_transform_output.raw_feature_spec() if k != label and k not in drop)
     export.export_saved_model(
         result.classifier, tf_transform_output, fn_args.serving_model_dir, label, serving_features,
-        model_name=custom.get("model_name", "scarfx"),
+        model_name=custom.get("model_name", "scarfx"), na_values=custom.get("na_values", ()),
     )
     # TF Serving (and scarfx's server) replay these at load time, before serving traffic.
     export.write_warmup_requests(

@@ -20,6 +20,8 @@ def _run_parser(sub, name="run", help="validate, transform, train (SCARF), gate 
                    help="start SCARF pretraining from the latest blessed model's encoder")
     p.add_argument("--label", help="label column (categorical: binary or multi-class)")
     p.add_argument("--drop", action="append", default=None, metavar="COLUMN", help="column to ignore (repeatable)")
+    p.add_argument("--keep", action="append", default=None, metavar="COLUMN",
+                   help="use a column the data would drop (unique per row, constant, empty; repeatable)")
     p.add_argument("--config", help="YAML/JSON file with pipeline settings (see pipeline/configs.py)")
     p.add_argument("--pipeline-root", help="where artifacts and metadata go (default: ./tfx_root)")
     p.add_argument("--serving-dir", help="TF Serving base directory the Pusher writes to (default: ./serving_model)")
@@ -44,6 +46,8 @@ def config_from_args(args) -> PipelineConfig:
         overrides["label"] = args.label
     if args.drop:
         overrides["drop_columns"] = args.drop
+    if getattr(args, "keep", None):
+        overrides["keep_columns"] = args.keep
     if args.pipeline_root:
         overrides["pipeline_root"] = args.pipeline_root
     if args.serving_dir:

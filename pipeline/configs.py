@@ -21,6 +21,15 @@ TAXI_CSV_IN_TFX = "examples/chicago_taxi_pipeline/data/big_tipper_label/data.csv
 TAXI_LABEL = "big_tipper"
 # `tips` is the amount that defines big_tipper: keeping it would leak the label.
 TAXI_LEAKY_COLUMNS = ("tips",)
+# Cells read as missing (after stripping surrounding spaces), whatever the column: in the
+# up-front checks, in the staged copy CsvExampleGen reads (blanked there), in the
+# Transform graph (string columns and the label) and by the server (a raw request's
+# value for a numeric feature). Case-sensitive: `nan` and `inf` spelled otherwise stay
+# refused as non-finite numbers.
+DEFAULT_NA_VALUES = ("", "NA", "N/A", "null", "NaN", "?")
+# ISO-8601 date/time columns: "derive" turns each into numeric year, month, day of week
+# and hour inside the Transform graph (so serving derives them too); "drop" ignores them.
+DATETIME_HANDLING = ("derive", "drop")
 
 
 def bundled_taxi_csv() -> str:
@@ -98,6 +107,11 @@ class PipelineConfig:
     # SchemaGen, and its domains, presence and drift comparators gate every run.
     schema_path: str = ""
     drop_columns: list[str] = dataclasses.field(default_factory=list)
+    # Columns the data decides to drop (unique per row, constant, empty; date/time with
+    # datetime_features: drop) are kept when listed here (`--keep COLUMN`).
+    keep_columns: list[str] = dataclasses.field(default_factory=list)
+    na_values: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_NA_VALUES))
+    datetime_features: str = "derive"
     pipeline_name: str = PIPELINE_NAME
     pipeline_root: str = "tfx_root"
     metadata_path: str = ""  # "" = <pipeline_root>/metadata.sqlite
@@ -155,6 +169,16 @@ class PipelineConfig:
             raise ConfigError(f"validation.min_domain_mass must lie in (0, 1], got {v.min_domain_mass}")
         if cfg.label in cfg.drop_columns:
             raise ConfigError(f"label column {cfg.label!r} is also listed in drop_columns")
+        both = sorted(set(cfg.keep_columns) & set(cfg.drop_columns))
+        if both:
+            raise ConfigError(f"columns {both} are listed both to keep and to drop")
+        if not isinstance(cfg.na_values, (list, tuple)) or not all(isinstance(v, str) for v in cfg.na_values):
+            raise ConfigError(f"na_values must be a list of strings, got {cfg.na_values!r}")
+        # A blank cell is always missing; tokens are compared with surrounding spaces stripped.
+        cfg.na_values = sorted({"", *(v.strip() for v in cfg.na_values)})
+        if cfg.datetime_features not in DATETIME_HANDLING:
+            raise ConfigError(f"datetime_features must be one of {', '.join(DATETIME_HANDLING)}, "
+                              f"got {cfg.datetime_features!r}")
         s = cfg.scarf
         if not 0.0 < s.corruption_rate < 1.0:
             raise ConfigError(f"scarf.corruption_rate must lie in (0, 1), got {s.corruption_rate}")

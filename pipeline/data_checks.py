@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import json
 import os
+import re
 
 import pandas as pd
 
-from pipeline.configs import ConfigError
+from pipeline.configs import DEFAULT_NA_VALUES, ConfigError
 
 # tfx_bsl's CSV decoder (CsvExampleGen) reads with Python's csv module, whose default field
 # limit is 131072 characters: a longer cell fails deep inside Beam, so it is refused here.
@@ -38,6 +40,20 @@ class InputSummary:
     # header cells, cells spanning lines. Non-empty: the run reads a normalised copy
     # (stage_normalised_copy), and each entry says what changed.
     normalise: tuple[str, ...] = ()
+    # Every column's role (label first), decided from the data: decide_roles.
+    roles: tuple["ColumnRole", ...] = ()
+    # Cells read as missing (stripped, compared exactly); the staged copy blanks them.
+    na_values: tuple[str, ...] = DEFAULT_NA_VALUES
+
+    @property
+    def dropped_columns(self) -> list[str]:
+        """Columns no model input is made of: the user's drops and the data's (IDs, constant, empty...)."""
+        return [r.column for r in self.roles if r.dropped]
+
+    @property
+    def datetime_columns(self) -> list[str]:
+        """Date/time columns whose year, month, day of week and hour the Transform derives."""
+        return [r.column for r in self.roles if r.role == "datetime"]
 
     @property
     def binary(self) -> bool:
@@ -138,8 +154,12 @@ def _header(path: str) -> list[str]:
     return header
 
 
-def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
-    """Validates a CSV file (or directory of CSVs) and counts the label's classes."""
+def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_NA_VALUES, keep_columns=(),
+                      datetime_features: str = "derive") -> InputSummary:
+    """Validates a CSV file (or directory of CSVs), counts the label's classes and decides
+    each column's role (decide_roles). A cell that is blank or one of `na_values` (after
+    stripping spaces) is missing."""
+    na = {"", *(v.strip() for v in na_values)}
     files = csv_files(path)
     header = _header(files[0])
     for other in files[1:]:
@@ -167,6 +187,9 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
     missing_drops = [c for c in drop_columns if c not in header]
     if missing_drops:
         raise InputDataError(f"drop_columns {missing_drops} are not in the CSV header")
+    missing_keeps = [c for c in keep_columns if c not in header]
+    if missing_keeps:
+        raise InputDataError(f"--keep / keep_columns {missing_keeps} are not in the CSV header")
     if len([c for c in header if c != label and c not in drop_columns]) == 0:
         raise InputDataError("the CSV has no feature columns besides the label")
 
@@ -179,7 +202,7 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
             ):
                 values = chunk[label].str.strip()
                 rows += len(values)
-                for value, n in values[values != ""].value_counts().items():
+                for value, n in values[~values.isin(na)].value_counts().items():
                     counts[value] = counts.get(value, 0) + int(n)
         except UnicodeDecodeError as e:
             raise InputDataError(f"data file is not UTF-8 text: {f} ({e.reason})") from e
@@ -191,7 +214,30 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
         raise InputDataError(f"label column {label!r} is empty in every row")
     if len(counts) == 1:
         raise InputDataError(f"label column {label!r} has only one class ({next(iter(counts))!r}); need at least 2")
-    _check_feature_values(files, [c for c in header if c != label and c not in drop_columns])
+    tallies, _ = _scan_features(files, [c for c in header if c != label and c not in drop_columns], na)
+    _check_tallies(tallies)
+    roles = decide_roles(tallies, rows, label, drop_columns, keep_columns, datetime_features)
+    if not [r for r in roles if r.role != "label" and not r.dropped]:
+        raise InputDataError("no feature column is left: " + "; ".join(
+            f"{r.column!r} dropped ({r.why})" for r in roles if r.dropped) + "; keep one with --keep COLUMN")
+    # CsvExampleGen infers a column's type from its raw cells: an NA token or a blank of
+    # spaces in a numeric column would make it a string column, so the copy blanks them.
+    # (String columns and the label get the same treatment inside the Transform graph.)
+    numeric = [c for c, t in tallies.items() if t.text == 0 and t.present]
+    tokens = sum(tallies[c].na_tokens for c in numeric)
+    padded = sum(tallies[c].padded for c in numeric)
+    extra = []
+    if tokens:
+        shown = ", ".join(repr(v) for v in sorted(na) if v)
+        extra.append(f"{tokens} missing-value tokens ({shown}) in numeric columns blanked")
+    if padded:
+        extra.append(f"{padded} numeric cells with surrounding spaces trimmed")
+    if extra and (len(files) > 1 or os.path.isdir(path)):
+        raise InputDataError(
+            f"{path} needs normalising ({'; '.join(extra)}), which scarfx does for a single CSV file only: "
+            "blank those cells, or pass one file with --data"
+        )
+    normalise += extra
     classes = tuple(sorted(counts, key=lambda c: (-counts[c], c)))
     return InputSummary(
         files=tuple(files),
@@ -201,6 +247,8 @@ def inspect_csv_input(path: str, label: str, drop_columns=()) -> InputSummary:
         classes=classes,
         class_counts=tuple(counts[c] for c in classes),
         normalise=tuple(normalise),
+        roles=roles,
+        na_values=tuple(sorted(na)),
     )
 
 
@@ -210,10 +258,11 @@ STAGED_DIR = "staged_data"
 def stage_normalised_copy(summary: InputSummary, pipeline_root: str) -> str:
     """Writes the one input file as CsvExampleGen can read it; returns the copy's path.
 
-    The copy is <pipeline_root>/staged_data/<sha256 of the original>/<file name>: nothing
-    is dropped (the BOM goes, quoted names are written plainly, a line break inside a
-    quoted cell becomes a space), and an unchanged original maps to the existing copy,
-    which is not rewritten, so ExampleGen's input fingerprint and the cache hold.
+    The copy is <pipeline_root>/staged_data/<sha256 of the original and na_values>/<file name>:
+    nothing is dropped (the BOM goes, quoted names are written plainly, a line break inside
+    a quoted cell becomes a space, spaces around a value go, and a missing-value token
+    becomes a blank cell), and an unchanged original maps to the existing copy, which is
+    not rewritten, so ExampleGen's input fingerprint and the cache hold.
     """
     import hashlib
     import tempfile
@@ -222,7 +271,8 @@ def stage_normalised_copy(summary: InputSummary, pipeline_root: str) -> str:
     if "://" in pipeline_root:
         raise InputDataError(f"{source} needs normalising ({'; '.join(summary.normalise)}), and the pipeline root "
                              f"{pipeline_root} is not a local directory to stage a copy in: fix the file")
-    digest = hashlib.sha256()
+    na = set(summary.na_values) | {""}
+    digest = hashlib.sha256(json.dumps(sorted(na)).encode())
     with open(source, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -234,8 +284,11 @@ def stage_normalised_copy(summary: InputSummary, pipeline_root: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
     with open(source, newline="", encoding="utf-8-sig") as src, os.fdopen(fd, "w", newline="", encoding="utf-8") as dst:
         writer = csv.writer(dst, lineterminator="\n")
-        for row in csv.reader(src):
-            writer.writerow([c.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") for c in row])
+        for i, row in enumerate(csv.reader(src)):
+            cells = [c.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") for c in row]
+            if i:  # not the header
+                cells = ["" if c.strip() in na else c.strip() for c in cells]
+            writer.writerow(cells)
     os.replace(tmp, target)
     return target
 
@@ -249,33 +302,56 @@ class _ColumnTally:
     non_finite_example: str = ""
     numeric_files: set = dataclasses.field(default_factory=set)  # files where every value is a number
     text_files: set = dataclasses.field(default_factory=set)  # files where no value is a number
+    # For the column's role (decide_roles):
+    present: int = 0  # cells that are not missing (blank or an NA token)
+    na_tokens: int = 0  # cells holding a non-blank NA token (`NA`, `?`...)
+    padded: int = 0  # non-missing cells with spaces around the value
+    integers: int = 0  # numeric cells that are whole numbers written without a point
+    datetimes: int = 0  # cells that are ISO-8601 dates or date-times
+    first: str | None = None  # the first value; constant while no other value is seen
+    constant: bool = True
+    seen: set | None = dataclasses.field(default_factory=set)  # values so far; None once one repeats
 
 
-def _check_feature_values(files: list[str], features: list[str]) -> None:
-    """Refuses cell values that TFX would accept but that silently corrupt training, or crash it late.
+# ISO-8601 calendar dates, optionally with a time ("T" or a space), seconds, fraction and zone.
+ISO_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+_INTEGER = re.compile(r"[+-]?\d+")
+# Uniqueness says "ID" only with enough rows: in a handful of rows most columns are unique.
+ID_MIN_ROWS = 20
 
-    - NaN/inf spelled out in a numeric column: CsvExampleGen keeps them as floats and they poison
-      Transform's statistics and the loss; missing values must be empty cells.
-    - A type flip (a numeric column with some text cells, or numeric in one file and text in
-      another): CsvExampleGen would silently turn the whole column into a categorical.
-    - A cell over MAX_CELL_CHARS: CsvExampleGen's csv reader fails on it after minutes of work.
+
+def _scan_features(files: list[str], features: list[str], na_values) -> tuple[dict[str, _ColumnTally], int]:
+    """One pass over the feature columns: value types, NA tokens, distinctness; and the row count.
+
+    Refuses a cell over MAX_CELL_CHARS here: CsvExampleGen's csv reader fails on it after
+    minutes of work.
     """
+    na = set(na_values) | {""}
     tallies = {c: _ColumnTally() for c in features}
+    rows = 0
     for f in files:
         per_file = {c: [0, 0] for c in features}  # numeric, text
         for chunk in pd.read_csv(f, usecols=features, dtype=str, keep_default_na=False, chunksize=200_000,
                                  encoding="utf-8-sig"):
+            rows += len(chunk)
             for column in features:
-                values = chunk[column].str.strip()
-                values = values[values != ""]
+                t = tallies[column]
+                raw = chunk[column]
+                values = raw.str.strip()
+                missing = values.isin(na)
+                t.na_tokens += int((missing & (values != "")).sum())
+                t.padded += int(((raw != values) & ~missing).sum())
+                values = values[~missing]
                 if values.empty:
                     continue
+                t.present += len(values)
                 too_long = values.str.len() > MAX_CELL_CHARS
                 if too_long.any():
                     n = int(values[too_long].str.len().max())
                     raise InputDataError(f"column {column!r} has a {n}-character value in {f}; "
                                          f"CSV cells are limited to {MAX_CELL_CHARS} characters")
-                t = tallies[column]
                 non_finite = values.str.lower().isin(_NON_FINITE)
                 if non_finite.any():
                     t.non_finite += int(non_finite.sum())
@@ -288,19 +364,105 @@ def _check_feature_values(files: list[str], features: list[str]) -> None:
                     t.text_example = str(values[~is_number].iloc[0])
                 per_file[column][0] += numeric
                 per_file[column][1] += text
+                t.integers += int(values[is_number].str.fullmatch(_INTEGER).sum())
+                if text:
+                    t.datetimes += int(values[~is_number].str.fullmatch(ISO_DATETIME).sum())
+                if t.first is None:
+                    t.first = str(values.iloc[0])
+                if t.constant and (values != t.first).any():
+                    t.constant = False
+                if t.seen is not None:
+                    distinct = set(values)
+                    if len(distinct) < len(values) or not t.seen.isdisjoint(distinct):
+                        t.seen = None
+                    else:
+                        t.seen |= distinct
         for column, (numeric, text) in per_file.items():
             if numeric and not text:
                 tallies[column].numeric_files.add(f)
             elif text and not numeric:
                 tallies[column].text_files.add(f)
+    return tallies, rows
+
+
+def _check_tallies(tallies: dict[str, _ColumnTally]) -> None:
+    """Refuses cell values that TFX would accept but that silently corrupt training.
+
+    - NaN/inf spelled out in a numeric column (unless `na_values` lists the spelling):
+      CsvExampleGen keeps them as floats and they poison Transform's statistics and the loss.
+    - A type flip (a numeric column with some text cells, or numeric in one file and text in
+      another): CsvExampleGen would silently turn the whole column into a categorical.
+    """
     for column, t in tallies.items():
         if t.non_finite and not t.text:
             raise InputDataError(f"numeric column {column!r} has {t.non_finite} non-finite values "
-                                 f"(e.g. {t.non_finite_example!r}); write missing values as empty cells")
+                                 f"(e.g. {t.non_finite_example!r}); write missing values as empty cells "
+                                 "(or list the spelling in na_values)")
         if t.numeric_files and t.text_files:
             raise InputDataError(f"column {column!r} changed type: numbers in {sorted(t.numeric_files)[0]}, "
                                  f"text in {sorted(t.text_files)[0]}")
         total = t.numeric + t.text
         if t.text and t.numeric >= NUMERIC_SHARE * total:
             raise InputDataError(f"column {column!r} is numeric in {t.numeric} of {total} rows but has "
-                                 f"{t.text} text values (e.g. {t.text_example[:40]!r}); fix or blank them")
+                                 f"{t.text} text values (e.g. {t.text_example[:40]!r}); fix, blank them "
+                                 "or list the spelling in na_values")
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnRole:
+    """What the pipeline does with one column, and why; listed in the run report."""
+
+    column: str
+    role: str  # one of ROLES
+    why: str = ""
+
+    @property
+    def dropped(self) -> bool:
+        return self.role in DROPPED_ROLES
+
+
+# Roles: label; features: numeric, categorical, datetime (year, month, day of week and hour
+# derived in the Transform graph); dropped: id, constant, empty, datetime_dropped, dropped
+# (by the user: --drop / drop_columns).
+ROLES = ("label", "numeric", "categorical", "datetime", "id", "constant", "empty", "datetime_dropped", "dropped")
+DROPPED_ROLES = ("id", "constant", "empty", "datetime_dropped", "dropped")
+
+
+def decide_roles(tallies: dict[str, _ColumnTally], rows: int, label: str, drop_columns=(), keep_columns=(),
+                 datetime_features: str = "derive") -> tuple[ColumnRole, ...]:
+    """Each feature column's role, from what _scan_features counted; the label first.
+
+    `tallies` holds every feature column but those in `drop_columns` (dropped by the user).
+    Dropped by default, each with its reason (`keep_columns` overrides all of these):
+    - unique in every row (an ID): a string column, or one of whole numbers, with a
+      distinct value in each of at least ID_MIN_ROWS rows: a vocabulary of IDs, or a
+      number that only counts rows, carries nothing that generalises;
+    - constant (one value, no missing cell) or empty (every cell missing): no signal;
+    - ISO-8601 date/time when `datetime_features` is "drop" (else they become features).
+    """
+    roles = [ColumnRole(label, "label")]
+    roles += [ColumnRole(c, "dropped", "--drop / drop_columns") for c in drop_columns]
+    keep = set(keep_columns)
+    for column, t in tallies.items():
+        numeric = t.text == 0 and t.present > 0
+        if t.present == 0:
+            role = ColumnRole(column, "empty", f"every cell is missing (blank or an NA token) in {rows} rows")
+        elif t.constant and t.present == rows:
+            role = ColumnRole(column, "constant", f"the same value {t.first[:40]!r} in all {rows} rows")
+        elif not numeric and t.datetimes == t.present:
+            if datetime_features == "derive":
+                role = ColumnRole(column, "datetime", "ISO-8601 date/time: year, month, day of week and hour "
+                                                      "derived as numeric features")
+            else:
+                role = ColumnRole(column, "datetime_dropped", "ISO-8601 date/time (datetime_features: drop)")
+        elif (t.seen is not None and t.present == rows and rows >= ID_MIN_ROWS
+              and (not numeric or t.integers == t.present)):
+            kind = "whole number" if numeric else "value"
+            role = ColumnRole(column, "id", f"a distinct {kind} in each of the {rows} rows (an ID)")
+        else:
+            role = ColumnRole(column, "numeric" if numeric else "categorical")
+        if role.dropped and column in keep:
+            kept = "datetime" if role.role == "datetime_dropped" else ("numeric" if numeric else "categorical")
+            role = ColumnRole(column, kept, f"kept by --keep (would be dropped: {role.why})")
+        roles.append(role)
+    return tuple(roles)

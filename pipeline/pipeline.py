@@ -100,8 +100,12 @@ def eval_config(cfg: PipelineConfig, binary: bool) -> tfma.EvalConfig:
     )
 
 
-def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False) -> tfx.dsl.Pipeline:
+def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False, roles=()) -> tfx.dsl.Pipeline:
     """The scarfx DAG.
+
+    `roles`: each column's data_checks.ColumnRole, as the up-front checks decided them
+    (its dropped columns are already in cfg.drop_columns): the Transform derives date/time
+    features from the "datetime" ones, and the report lists them all.
 
     `kubeflow_v2`: KubeflowV2DagRunner compiles only TFX's LatestBlessedModelStrategy and
     LatestArtifactStrategy resolvers, so the Evaluator's baseline uses the stock strategy
@@ -196,6 +200,8 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         custom_config={
             "label": cfg.label,
             "drop_columns": list(cfg.drop_columns),
+            "na_values": list(cfg.na_values),
+            "datetime_columns": [r.column for r in roles if r.role == "datetime"],
             **dataclasses.asdict(cfg.transform),
         },
         # Transform's fixed cost dominates on span-sized data (1,500 taxi rows: 82 s
@@ -235,6 +241,9 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
             "drop_columns": list(cfg.drop_columns),
             "model_name": cfg.pipeline_name,
             "label_fraction": cfg.label_fraction,
+            # Into the export's metadata: the server reads a raw numeric value equal to one
+            # of these as missing, as the data was read.
+            "na_values": list(cfg.na_values),
             "scarf": dataclasses.asdict(cfg.scarf),
         },
     )
@@ -270,6 +279,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         previous_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
         title=f"{cfg.pipeline_name} run report",
         numeric_encoding=cfg.transform.numeric_encoding,  # the Transform's; the report shows it
+        column_roles=json.dumps([dataclasses.asdict(r) for r in roles]),
     )
 
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):

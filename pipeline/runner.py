@@ -32,7 +32,15 @@ def make_runner(runner: str):
 def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
     """Validates the input, runs every component with the configured runner, reads the verdict."""
     cfg = cfg.resolved()
-    summary = inspect_csv_input(cfg.data, cfg.label, cfg.drop_columns)
+    summary = inspect_csv_input(cfg.data, cfg.label, cfg.drop_columns, cfg.na_values, cfg.keep_columns,
+                                cfg.datetime_features)
+    for role in summary.roles:
+        # What the data decided, one line each; the user's own --drop needs no telling.
+        if role.dropped and role.role != "dropped":
+            print(f"scarfx: column {role.column!r} dropped: {role.why}; --keep {role.column} to use it")
+        elif role.role == "datetime":
+            print(f"scarfx: column {role.column!r}: {role.why}")
+    cfg = dataclasses.replace(cfg, drop_columns=summary.dropped_columns)
     if summary.normalise:
         # A dialect CsvExampleGen misreads (BOM, quoted header, multi-line cells): it reads
         # a normalised, content-addressed copy instead, and the user is told what changed.
@@ -47,7 +55,7 @@ def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
     os.makedirs(os.path.dirname(cfg.metadata_path), exist_ok=True)
     from pipeline.progress import track_components
 
-    orchestrator, pipeline = make_runner(cfg.runner), create_pipeline(cfg, binary=summary.binary)
+    orchestrator, pipeline = make_runner(cfg.runner), create_pipeline(cfg, binary=summary.binary, roles=summary.roles)
     track_components()  # one `scarfx: [ 12.3s] Trainer started` line per node start/finish
     start = time.monotonic()
     orchestrator.run(pipeline)

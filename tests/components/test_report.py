@@ -161,3 +161,22 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     assert one["ensemble size"] == "1 (one model)"
     assert defaults["self-training rounds"] == "0 (off)"
     assert defaults["fine-tuning monitor"] == "loss (validation log-loss)"
+
+
+def test_columns_section_lists_every_columns_role_why_and_serving_name():
+    from components import report
+
+    roles = [{"column": "y", "role": "label", "why": ""},
+             {"column": "trip miles", "role": "numeric", "why": ""},
+             {"column": "customer_id", "role": "id", "why": "a distinct value in each of the 300 rows (an ID)"},
+             {"column": "started at", "role": "datetime", "why": "ISO-8601 date/time"},
+             {"column": "empty", "role": "empty", "why": "every cell is missing"}]
+    summary_rows = [{"feature": "customer_id", "kind": "string", "missing": 0.0, "detail": "300 distinct"}]
+    page = report.render_html(title="t", blessed=True, failures=[], slices=[], thresholds=[], column_roles=roles,
+                              input_names={"trip miles": "trip_miles"}, summary_rows=summary_rows)
+    columns = page[page.index("<h3>Columns</h3>"):]
+    for text in ["trip miles", "trip_miles", "dropped: ID", "a distinct value in each of the 300 rows",
+                 "input (date/time", "dropped: empty", "label"]:
+        assert text in columns, text
+    # The data summary's role column says the same as the Columns table, not "not used".
+    assert "<td>customer_id</td><td>dropped: ID</td>" in page.replace("\n", "")

@@ -160,5 +160,19 @@ def test_raw_and_classification_signatures_take_what_tf_serving_feeds(exported):
 
 
 def test_raw_input_names_are_valid_tensor_names():
-    assert export.raw_input_names(["trip miles", "trip_miles", "é", "_x", "a.b"]) == {
-        "trip miles": "trip_miles", "trip_miles": "trip_miles_1", "é": "f_", "_x": "f_x", "a.b": "a.b"}
+    assert export.raw_input_names(["trip miles", "trip_miles", "é", "_x", "a.b", "pay/type", "Fare", "1st"]) == {
+        "trip miles": "trip_miles", "trip_miles": "trip_miles_1", "é": "f_", "_x": "f_x", "a.b": "a_b",
+        "pay/type": "pay_type", "Fare": "fare", "1st": "f1st"}
+
+
+def test_raw_input_names_are_the_names_the_saved_signature_has(tmp_path):
+    """TensorFlow rewrites a signature input's name when it saves it; the metadata must say
+    the rewritten one, or the server cannot map a request's column names to inputs."""
+    columns = ["trip miles", "fare.usd", "pay/type", "café", "Fare", "1st"]
+    names = export.raw_input_names(columns)
+    module = tf.Module()
+    module.f = tf.function(lambda inputs: {"n": tf.size(inputs[names[columns[0]]])}, input_signature=[
+        {names[c]: tf.TensorSpec([None], tf.float32, name=names[c]) for c in columns}])
+    tf.saved_model.save(module, str(tmp_path), signatures={"s": module.f.get_concrete_function()})
+    loaded = tf.saved_model.load(str(tmp_path)).signatures["s"]
+    assert set(loaded.structured_input_signature[1]) == set(names.values())

@@ -171,3 +171,63 @@ def test_label_vocabulary_and_missing_label(out):
 def test_unknown_label_is_a_clear_error():
     with pytest.raises(ValueError, match="label column 'nope'"):
         _transform(ROWS, {"label": "nope"})
+
+
+def test_strings_and_labels_are_stripped_and_na_tokens_are_missing():
+    """The Transform reads string cells as the CSV checks do: spaces around a value go, and
+    an NA token is the missing category (same id as an absent cell); for the label, unlabelled."""
+    rows = [
+        {"x": [1.0], "n": [1], "s": [b" a "], "y": [b" yes"], "leak": [0.0]},
+        {"x": [2.0], "n": [2], "s": [b"a"], "y": [b"no "], "leak": [0.0]},
+        {"x": [3.0], "n": [3], "s": [b"NA"], "y": [b"?"], "leak": [0.0]},
+        {"x": [4.0], "n": [4], "s": [], "y": [b"yes"], "leak": [0.0]},
+        {"x": [5.0], "n": [5], "s": [b"?"], "y": [b"N/A"], "leak": [0.0]},
+    ]
+    out = _transform(rows, {**ZSCORE, "na_values": ["", "NA", "N/A", "?"]})
+    ids = [int(r["cat__s"]) for r in out]
+    assert ids[0] == ids[1] and ids[2] == ids[3] == ids[4] and ids[0] != ids[2]
+    assert [int(r["label"]) for r in out][2:] == [-1, 0, -1] and [float(r["label_weight"]) for r in out][2] == 0.0
+    assert len({int(r["label"]) for r in out} - {-1}) == 2  # " yes"/"yes" and "no ": two classes, not three
+
+
+def test_datetime_parts_match_pythons_calendar():
+    import datetime
+
+    from models.preprocessing import datetime_parts
+
+    stamps = ["2024-02-29", "2024-03-15T18:30:00Z", "1999-12-31 23:59:59.5+01:00", "2023-01-01T00:05"]
+    parts = {k: v.numpy() for k, v in datetime_parts(tf.constant([*stamps, "", "soon", "2024-13-01"])).items()}
+    assert list(parts) == list(features.DATETIME_PARTS)
+    for i, s in enumerate(stamps):
+        d = datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        assert (parts["year"][i], parts["month"][i], parts["day_of_week"][i]) == (d.year, d.month, d.weekday())
+        assert math.isnan(parts["hour"][i]) if len(s) == 10 else parts["hour"][i] == d.hour
+    for part in parts.values():  # missing, not a date, month 13
+        assert np.isnan(part[4:]).all()
+
+
+def test_datetime_column_becomes_numeric_features_in_the_graph_serving_applies():
+    spec = {"t": tf.io.VarLenFeature(tf.string), "y": tf.io.VarLenFeature(tf.string)}
+    rows = [{"t": [f"2024-0{1 + i % 9}-1{i % 9}T{i:02d}:00".encode()], "y": [b"ab"[i % 2:i % 2 + 1]]}
+            for i in range(20)]
+    config = {"label": "y", "numeric_encoding": "zscore", "datetime_columns": ["t"]}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    work, graph = tempfile.mkdtemp(), tempfile.mkdtemp()
+    with tft_beam.Context(temp_dir=work, force_tf_compat_v1=False):
+        transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(lambda inputs: preprocessing_fn(inputs, config))
+        _ = transform_fn | tft_beam.WriteTransformFn(graph)
+    output = tft.TFTransformOutput(graph)
+    names = {features.numeric_name(features.datetime_part_name("t", p)) for p in features.DATETIME_PARTS}
+    assert names <= set(output.transformed_feature_spec()) and "cat__t" not in output.transformed_feature_spec()
+    raw = {"t": tf.sparse.from_dense(tf.constant([[b"2024-05-17T23:00"], [b""]])),
+           "y": tf.sparse.from_dense(tf.constant([[b"a"], [b"b"]]))}
+    served = output.transform_features_layer()(raw)
+    hour = served[features.numeric_name("t__hour")].numpy()
+    assert np.isfinite(hour[0]) and hour[0] > 1.0  # 23h is well above the training hours' mean
+
+
+def test_vocabulary_names_tf_transform_refuses_are_mapped_distinctly():
+    assert features.categorical_vocabulary("pay/type") == "vocab__pay/type"
+    assert features.categorical_vocabulary("trip miles") == "vocab__trip miles"
+    names = {features.categorical_vocabulary(n) for n in ("café", "cafè", "caf_")}
+    assert len(names) == 3 and all(n.isascii() for n in names)

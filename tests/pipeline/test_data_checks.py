@@ -132,3 +132,181 @@ def test_excel_export_with_bom_crlf_quoted_header_and_multiline_cells_trains_pus
     assert code == 0, output
     record = latest_run_record(str(root / "metadata.sqlite"))
     assert record.states["CsvExampleGen"] == "CACHED" and record.states["Trainer"] == "CACHED", record.states
+
+
+NA_TOKENS = ("NA", "N/A", "null", "NaN", "?")
+
+
+def _real_world_csv(path, rows=300, seed=5):
+    """One file with every column kind users' exports have: NA tokens in a numeric column,
+    two IDs, a timestamp, a constant and an empty column, names with a space, a dot, a
+    slash and a non-ASCII letter, and a label with spaces around it."""
+    import datetime
+    import random
+
+    rnd = random.Random(seed)
+    header = ["trip miles", "fare.usd", "pay/type", "café", "customer_id", "row", "started at", "constant",
+              "empty", "y"]
+    lines = [",".join(header)]
+    start = datetime.datetime(2024, 1, 1)
+    for i in range(rows):
+        miles = rnd.gauss(0, 1)
+        pay = rnd.choice(["cash", "card"])
+        signal = miles + (0.8 if pay == "card" else -0.8) + rnd.gauss(0, 0.4)
+        cell = NA_TOKENS[i // 20 % len(NA_TOKENS)] if i % 20 == 7 else f"{miles:.3f}"
+        label = " yes" if signal > 0 else "no "
+        stamp = (start + datetime.timedelta(hours=7 * i)).isoformat()
+        lines.append(f"{cell},{rnd.gauss(10, 2):.2f},{pay},{rnd.choice(['x', 'ü'])},C{i:05d},{1000 + i},{stamp},"
+                     f"1,{'NA' if i % 2 else ''},{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("token", [*NA_TOKENS, " NA ", ""])
+def test_each_na_token_in_a_numeric_column_is_missing_and_blanked_in_the_staged_copy(tmp_path, token):
+    from pipeline.data_checks import stage_normalised_copy
+
+    rows = [f"{i}.5,{i % 2}" for i in range(24)]
+    rows[3] = f"{token},1"
+    path = write(tmp_path, "fare,y\n" + "\n".join(rows) + "\n")
+    summary = inspect_csv_input(path, "y")
+    assert {r.column: r.role for r in summary.roles} == {"y": "label", "fare": "numeric"}
+    if token.strip():
+        assert any("1 missing-value tokens" in n and "blanked" in n for n in summary.normalise), summary.normalise
+        staged = stage_normalised_copy(summary, str(tmp_path / "root"))
+        assert open(staged).read().splitlines()[4] == ",1"
+    else:
+        assert summary.normalise == ()
+
+
+def test_na_values_is_a_setting_and_other_spellings_stay_refused(tmp_path):
+    path = write(tmp_path, "fare,y\n" + "".join(f"{i}.5,{i % 2}\n" for i in range(20)) + "missing,1\n")
+    with pytest.raises(InputDataError, match="numeric in 20 of 21 rows"):
+        inspect_csv_input(path, "y")
+    summary = inspect_csv_input(path, "y", na_values=["missing"])
+    assert [r.role for r in summary.roles] == ["label", "numeric"]
+
+
+def test_na_tokens_in_labels_are_unlabelled_rows(tmp_path):
+    path = write(tmp_path, "a,y\n1,b\n2,NA\n3, a \n4,?\n5,b\n")
+    summary = inspect_csv_input(path, "y")
+    assert summary.rows == 5 and summary.labelled_rows == 3 and summary.classes == ("b", "a")
+
+
+def test_na_tokens_in_a_directory_cannot_be_staged_and_say_so(tmp_path):
+    write(tmp_path, "fare,y\n1.5,0\n2.5,1\n", "a.csv")
+    write(tmp_path, "fare,y\nN/A,0\n2.5,1\n", "b.csv")
+    with pytest.raises(InputDataError, match="missing-value tokens .* single CSV file only"):
+        inspect_csv_input(str(tmp_path), "y")
+
+
+def test_column_roles_are_decided_from_the_data(tmp_path):
+    summary = inspect_csv_input(_real_world_csv(tmp_path / "d.csv"), "y")
+    roles = {r.column: r.role for r in summary.roles}
+    assert roles == {
+        "y": "label", "trip miles": "numeric", "fare.usd": "numeric", "pay/type": "categorical",
+        "café": "categorical", "customer_id": "id", "row": "id", "started at": "datetime",
+        "constant": "constant", "empty": "empty",
+    }
+    assert summary.dropped_columns == ["customer_id", "row", "constant", "empty"]
+    assert summary.datetime_columns == ["started at"]
+    assert summary.classes == ("no", "yes")  # " yes" and "no ": the spaces are not the class
+    why = {r.column: r.why for r in summary.roles}
+    assert "distinct value in each of the 300 rows" in why["customer_id"]
+    assert "the same value '1'" in why["constant"] and "every cell is missing" in why["empty"]
+
+
+def test_keep_overrides_and_datetime_can_be_dropped(tmp_path):
+    path = _real_world_csv(tmp_path / "d.csv")
+    summary = inspect_csv_input(path, "y", keep_columns=["row", "constant"], datetime_features="drop")
+    roles = {r.column: r for r in summary.roles}
+    assert roles["row"].role == "numeric" and "kept by --keep" in roles["row"].why
+    assert roles["constant"].role == "numeric"
+    assert roles["started at"].role == "datetime_dropped" and "started at" in summary.dropped_columns
+    with pytest.raises(InputDataError, match="keep_columns"):
+        inspect_csv_input(path, "y", keep_columns=["nope"])
+
+
+@pytest.mark.parametrize("values,role", [
+    ([f"{i}" for i in range(30)], "id"),  # whole numbers, all distinct
+    ([f"{i}.5" for i in range(30)], "numeric"),  # distinct, but measurements
+    ([f"{i % 29}" for i in range(30)], "numeric"),  # one repeat
+    ([f"k{i}" for i in range(30)], "id"),
+    ([f"k{i}" for i in range(10)], "categorical"),  # too few rows to call unique an ID
+    ([f"k{i}" for i in range(29)] + [""], "categorical"),  # a missing cell: not one per row
+    (["2024-05-01"] * 29 + [""], "datetime"),
+    ([f"2024-05-{1 + i % 28:02d} 10:{i:02d}:00+02:00" for i in range(30)], "datetime"),
+    (["2024-05-01"] * 29 + ["soon"], "categorical"),
+    (["a"] * 29 + ["NA"], "categorical"),  # one value and missing cells: a presence flag, not constant
+])
+def test_role_of_one_column(tmp_path, values, role):
+    path = write(tmp_path, "c,n,y\n" + "".join(f"{v},{i % 3},{i % 2}\n" for i, v in enumerate(values)))
+    assert {r.column: r.role for r in inspect_csv_input(path, "y").roles}["c"] == role
+
+
+def test_nothing_left_after_drops_is_refused_with_the_reasons(tmp_path):
+    path = write(tmp_path, "id,y\n" + "".join(f"k{i},{i % 2}\n" for i in range(30)))
+    with pytest.raises(InputDataError, match="no feature column is left: 'id' dropped .*--keep"):
+        inspect_csv_input(path, "y")
+
+
+def test_config_keys_for_columns_and_missing_values(tmp_path):
+    from pipeline.configs import ConfigError, DEFAULT_NA_VALUES, config_from_dict
+
+    base = {"data": __file__, "label": "y"}
+    cfg = config_from_dict(base).resolved()
+    assert set(cfg.na_values) == set(DEFAULT_NA_VALUES) and cfg.datetime_features == "derive"
+    assert config_from_dict({**base, "na_values": [" -- "]}).resolved().na_values == ["", "--"]
+    for bad, message in [({"na_values": "NA"}, "na_values"), ({"datetime_features": "keep"}, "datetime_features"),
+                         ({"keep_columns": ["a"], "drop_columns": ["a"]}, "both to keep and to drop")]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({**base, **bad}).resolved()
+
+
+@pytest.mark.e2e
+def test_real_world_columns_train_and_serve_raw_requests_with_the_original_names(tmp_path):
+    """NA tokens, IDs, a timestamp, a constant and an empty column, awkward names and a
+    padded label in one file: it trains, and the pushed model serves a raw request that
+    uses the CSV's own column names, an NA token and a date string."""
+    import glob
+    import json
+    import os
+
+    from models.features import RAW_SIGNATURE
+    from serving.model import LoadedModel
+    from serving.rest import raw_columns
+    from tests.conftest import run_cli
+
+    data = _real_world_csv(tmp_path / "export.csv")
+    config = tmp_path / "config.yaml"
+    config.write_text("scarf: {pretrain_epochs: 2, finetune_epochs: 4, ensemble_size: 1}\n")
+    root, serving = tmp_path / "root", tmp_path / "serving"
+    code, output = run_cli(["run", "--data", data, "--label", "y", "--config", str(config),
+                            "--pipeline-root", str(root), "--serving-dir", str(serving)])
+    assert code == 0, output
+    for line in ["column 'customer_id' dropped: a distinct value in each of the 300 rows (an ID); --keep customer_id",
+                 "column 'row' dropped: a distinct whole number", "column 'constant' dropped: the same value '1'",
+                 "column 'empty' dropped: every cell is missing", "column 'started at': ISO-8601 date/time",
+                 "15 missing-value tokens", "verdict BLESSED"]:
+        assert line in output, output
+    (version,) = os.listdir(serving)
+    model_dir = os.path.join(serving, version)
+    with open(os.path.join(model_dir, "assets.extra", "scarfx_metadata.json"), encoding="utf-8") as f:
+        metadata = json.load(f)
+    assert sorted(metadata["raw_features"]) == ["café", "fare.usd", "pay/type", "started at", "trip miles"]
+    assert sorted(metadata["classes"]) == ["no", "yes"] and "NA" in metadata["na_values"]
+
+    model = LoadedModel("scarfx", int(version), model_dir)
+    model.load()
+    rows = [{"trip miles": 2.5, "fare.usd": 10.0, "pay/type": "card", "café": "ü", "started at": "2024-03-01T18:00:00"},
+            {"trip miles": "NA", "fare.usd": "?", "pay/type": " cash ", "café": "x", "started at": "2024-03-02"},
+            {"trip miles": -2.5, "pay/type": "cash"}]
+    out = model.run(RAW_SIGNATURE, raw_columns(rows, None, model, "instance"))
+    predicted = [c.decode() for c in out["predicted_class"]]
+    assert predicted[0] == "yes" and predicted[2] == "no", out
+    assert all(p in ("yes", "no") for p in predicted)
+
+    (report,) = glob.glob(str(root / "RunReport" / "report" / "*" / "report.html"))
+    page = open(report, encoding="utf-8").read()
+    assert "<h3>Columns</h3>" in page and "dropped: ID" in page and "input (date/time" in page
+    assert "trip_miles" in page  # predict_raw's input name for "trip miles", beside it

@@ -28,7 +28,8 @@ BAD_CSV = [
      "'fare' is numeric in 20 of 21 rows but has 1 text values (e.g. 'twelve')"),
     ("type_flip_between_files",
      {"a.csv": "fare,y\n1.5,0\n2.5,1\n", "b.csv": "fare,y\ncheap,0\ndear,1\n"}, "y", "'fare' changed type"),
-    ("nan_spelled_out", {"d.csv": "fare,y\n1.5,0\nNaN,1\n2.0,1\n"}, "y", "non-finite values (e.g. 'NaN')"),
+    # NaN is a default missing-value token (na_values); other spellings stay refused.
+    ("nan_spelled_out", {"d.csv": "fare,y\n1.5,0\nnan,1\n2.0,1\n"}, "y", "non-finite values (e.g. 'nan')"),
     ("inf_spelled_out", {"d.csv": "fare,y\n1.5,0\n-inf,1\n2.0,1\n"}, "y", "non-finite values (e.g. '-inf')"),
     ("huge_string_cell", {"d.csv": f"fare,company,y\n1.5,{'x' * (MAX_CELL_CHARS + 1)},0\n2.0,A,1\n"}, "y",
      f"'company' has a {MAX_CELL_CHARS + 1}-character value"),

@@ -331,11 +331,23 @@ def build_projection_head(config: ScarfConfig) -> keras.Sequential:
 
 
 def build_classifier(encoder: keras.Model, num_classes: int, name: str = "scarf_classifier",
-                     seed: int | None = None) -> keras.Model:
-    """f followed by a softmax layer; shares (does not copy) the encoder's weights."""
+                     seed: int | None = None, linear_skip: bool = False) -> keras.Model:
+    """f followed by a softmax layer; shares (does not copy) the encoder's weights.
+
+    `linear_skip` adds a linear map of f's own input layer (encoded numerics, missing
+    indicators, embeddings) to the logits: a wide-and-deep classifier, so a signal that
+    is linear in the features (what logistic regression finds on few labels) does not
+    have to survive four ReLU layers first. The encoder, SCARF-pretrained, is unchanged."""
     init = keras.initializers.GlorotUniform(seed=seed)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
-                                       kernel_initializer=init)(encoder.output)
+    if not linear_skip:
+        probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
+                                           kernel_initializer=init)(encoder.output)
+        return keras.Model(encoder.inputs, probabilities, name=name)
+    logits = keras.layers.Dense(num_classes, name="classifier", kernel_initializer=init)(encoder.output)
+    wide = keras.layers.Dense(num_classes, use_bias=False, name="classifier_linear_skip",
+                              kernel_initializer=keras.initializers.Zeros())(encoder.get_layer("tabular_embedding").output)
+    logits = keras.layers.Add(name="classifier_logits")([logits, wide])
+    probabilities = keras.layers.Softmax(name="classifier_softmax")(logits)
     return keras.Model(encoder.inputs, probabilities, name=name)
 
 
@@ -723,8 +735,30 @@ def _compile_member(member, config: ScarfConfig, learning_rate: float) -> None:
     )
 
 
+def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_rate: float,
+                            row_fraction: float, seed: int) -> tf.data.Dataset:
+    """Fine-tuning augmentation with SCARF's own corruption: in each (inputs, labels) batch,
+    a `row_fraction` of the rows get ⌊c·M⌋ features redrawn from their marginals (the
+    pretraining bank) and keep their label. The rest pass clean, so the classifier still
+    sees the true joint. Stateless RNG keyed by (seed, batch number): reproducible."""
+    bank_numeric = tf.constant(bank.numeric)
+    bank_categorical = tf.constant(bank.categorical)
+
+    def corrupt(step, batch):
+        inputs, labels = batch
+        key = tf.stack([tf.constant(seed, tf.int64), step])
+        corrupt_key, rows_key = tf.unstack(tf.random.experimental.stateless_split(key, num=2))
+        numeric, categorical, _ = corrupt_features(inputs["numeric"], inputs["categorical"], bank_numeric,
+                                                   bank_categorical, corruption_rate, corrupt_key)
+        chosen = tf.random.stateless_uniform(tf.shape(labels)[:1], seed=rows_key) < row_fraction
+        return {"numeric": tf.where(chosen[:, tf.newaxis], numeric, inputs["numeric"]),
+                "categorical": tf.where(chosen[:, tf.newaxis], categorical, inputs["categorical"])}, labels
+
+    return ds.enumerate().map(corrupt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: TabularData, num_classes: int,
-                config: ScarfConfig, k: int, log_dir=None):
+                config: ScarfConfig, k: int, log_dir=None, bank: FeatureBank | None = None):
     """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on
     `train` and early-stopped on `val`. Returns (member, history, best epoch or None).
 
@@ -734,13 +768,17 @@ def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: Tabular
     early stop still leaves a converged linear model on them."""
     member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
     member_encoder.set_weights(encoder.get_weights())
-    member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k)
+    member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k,
+                              linear_skip=config.linear_skip)
     min_steps = config.min_steps_per_epoch if config.finetune_min_steps_per_epoch is None \
         else config.finetune_min_steps_per_epoch
     train_ds, steps, _ = _training_dataset(
         train.inputs(), train.labels, len(train),
         dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
     )
+    if config.finetune_corruption_rate > 0 and bank is not None:
+        train_ds = augment_with_corruption(train_ds, bank, config.finetune_corruption_rate,
+                                           config.finetune_corrupted_rows, config.seed + 1000 * (k + 1))
     # Epochs shorter than min_steps_per_epoch are validated more often; patience and the
     # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
     scale = max(1, math.ceil(config.min_steps_per_epoch / steps))
@@ -803,6 +841,9 @@ def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: in
     if len(labelled) == 0:
         raise ValueError("no labelled rows to fine-tune on")
     splits = fine_tuning_splits(labelled.labels, config)
+    # The augmentation's marginals come from every row, labelled or not, as in pretraining.
+    bank = build_feature_bank(data, config.feature_bank_size, config.seed) \
+        if config.finetune_corruption_rate > 0 else None
     pseudo = TabularData(data.numeric[:0], data.categorical[:0], data.labels[:0])
     pseudo_counts = []
     for round_ in range(1 + config.self_training_rounds):
@@ -815,7 +856,7 @@ def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: in
         for k, (train_rows, val_rows) in enumerate(splits):
             train = _concat(labelled.take(train_rows), pseudo)
             member, hist, best = _fit_member(encoder, layout, train, labelled.take(val_rows), num_classes, config, k,
-                                             log_dir if k == 0 and round_ == 0 else None)
+                                             log_dir if k == 0 and round_ == 0 else None, bank)
             members.append(member)
             histories.append(hist)
             epochs_run.append(len(hist.get("loss", [])))

@@ -47,6 +47,12 @@ class ScarfConfig:
     finetune_min_steps_per_epoch: int | None = None
     # A fine-tuning epoch improves only if the monitored value gains more than this.
     finetune_min_delta: float = 0.001
+    # Fine-tuning augmentation with SCARF's corruption (0 = off): this share of each
+    # training batch's rows gets ⌊c·M⌋ features redrawn from their marginals, label kept.
+    finetune_corruption_rate: float = 0.0
+    finetune_corrupted_rows: float = 0.5
+    # Wide-and-deep classifier: a linear map of the encoder's input layer added to the logits.
+    linear_skip: bool = False
     # LP-FT: fit the new softmax layer on the frozen encoder before fine-tuning it all.
     linear_probe: bool = False
     # Fine-tuning (after any linear probe) runs at learning_rate times this.

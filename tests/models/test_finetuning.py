@@ -279,3 +279,70 @@ def test_default_config_does_not_collapse_to_the_majority_class_on_imbalanced_da
     assert len(np.unique(predicted)) == 2, "predicted one class for every test row"
     minority = test.labels == 1
     assert predicted[minority].mean() > 0.4  # recall of the minority class (0.67 when written)
+
+
+def test_linear_skip_starts_as_the_plain_classifier_then_learns_a_linear_signal_and_saves(tmp_path):
+    data = _table(60)
+    inputs = {k: tf.constant(v) for k, v in data.inputs().items()}
+    keras.utils.set_random_seed(0)
+    plain = build_classifier(build_encoder(LAYOUT, TINY, name="encoder_p"), 2, seed=3)
+    keras.utils.set_random_seed(0)
+    wide = build_classifier(build_encoder(LAYOUT, TINY, name="encoder_w"), 2, seed=3, linear_skip=True)
+    skip = wide.get_layer("classifier_linear_skip")
+    # The skip's input is the encoder's input layer: 2 values + 2 missing indicators + the embedding.
+    assert skip.kernel.shape == (2 * 2 + scarf.embedding_dim(3), 2)
+    # Zero-initialised: before training it is exactly the plain classifier (same seeds).
+    np.testing.assert_allclose(wide(inputs).numpy(), plain(inputs).numpy(), rtol=1e-6, atol=1e-7)
+
+    config = dataclasses.replace(TINY, linear_skip=True, ensemble_size=1)
+    classifier, _, _ = fine_tune(build_encoder(LAYOUT, config), _table(400), LAYOUT, 2, config)
+    trained = classifier.get_layer("classifier_linear_skip").kernel.numpy()
+    assert np.abs(trained[0]).sum() > np.abs(trained[1]).sum()  # feature a (the label's signal) outweighs b
+    got = classifier(inputs, training=False).numpy()
+    module = Serving(classifier)
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve.get_concrete_function()})
+    reloaded = tf.saved_model.load(str(tmp_path))  # kept referenced: its variables die with it
+    np.testing.assert_allclose(reloaded.serve(**inputs)["probabilities"].numpy(), got, rtol=1e-6, atol=1e-7)
+
+
+def _augmented_batches(rate, row_fraction, seed=5, batches=3):
+    data = _table(64, missing=0.0)
+    bank = scarf.FeatureBank(np.full((10, 2), 99.0, np.float32), np.full((10, 1), 7, np.int64), 10)  # values no row has
+    ds = tf.data.Dataset.from_tensor_slices((data.inputs(), data.labels)).batch(16).take(batches)
+    return data, list(scarf.augment_with_corruption(ds, bank, rate, row_fraction, seed).as_numpy_iterator())
+
+
+def test_corruption_augmentation_redraws_whole_features_from_the_bank_and_keeps_labels():
+    data, out = _augmented_batches(0.6, 1.0)
+    _, again = _augmented_batches(0.6, 1.0)
+    for b, ((inputs, labels), (inputs2, _)) in enumerate(zip(out, again)):
+        rows = slice(16 * b, 16 * (b + 1))
+        np.testing.assert_array_equal(labels, data.labels[rows])  # labels kept
+        np.testing.assert_array_equal(inputs["numeric"], inputs2["numeric"])  # reproducible
+        changed = np.concatenate([inputs["numeric"] != data.numeric[rows],
+                                  inputs["categorical"] != data.categorical[rows]], axis=1)
+        # Every row: exactly ⌊0.6·3⌋ = 1 of 3 features, each replaced by the bank's value.
+        assert (changed.sum(axis=1) == 1).all()
+        assert (inputs["numeric"][changed[:, :2]] == 99.0).all() and (inputs["categorical"][changed[:, 2:]] == 7).all()
+    # Different batches draw different features (the batch number keys the RNG).
+    assert not all(np.array_equal(out[0][0]["numeric"] == 99.0, o[0]["numeric"] == 99.0) for o in out[1:])
+
+
+def test_corruption_augmentation_leaves_unchosen_rows_clean():
+    data, out = _augmented_batches(0.6, 0.0)
+    inputs, _ = out[0]
+    np.testing.assert_array_equal(inputs["numeric"], data.numeric[:16])
+    np.testing.assert_array_equal(inputs["categorical"], data.categorical[:16])
+    _, out = _augmented_batches(0.6, 0.5, batches=4)
+    corrupted = np.concatenate([(o[0]["numeric"] == 99.0).any(axis=1) | (o[0]["categorical"][:, 0] == 7) for o in out])
+    assert 0.25 < corrupted.mean() < 0.75  # about half of 64 rows
+
+
+def test_fine_tune_with_corruption_augmentation_learns():
+    # 3 features: each corrupted row loses one, a third of them the label's signal `a`.
+    config = dataclasses.replace(TINY, ensemble_size=1, finetune_corruption_rate=0.3, finetune_corrupted_rows=0.5)
+    data = _table(400)
+    classifier, history, _ = fine_tune(build_encoder(LAYOUT, config), data, LAYOUT, 2, config)
+    test = _table(300, seed=9)
+    accuracy = (classifier.predict(test.inputs(), verbose=0).argmax(axis=1) == test.labels).mean()
+    assert accuracy > 0.65 and history["loss"][-1] < history["loss"][0]  # chance is 0.5

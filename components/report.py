@@ -279,7 +279,16 @@ def model_settings(training: dict, numeric_encoding: str = "") -> list[tuple[str
         ("ensemble size", f"{members} (K-fold members, probabilities averaged)" if members > 1 else "1 (one model)"),
         ("self-training rounds", f"{rounds} (pseudo-labelled rows per round: {pseudo})" if rounds else "0 (off)"),
         ("fine-tuning monitor", f"{monitor} (validation {'log-loss' if monitor == 'loss' else monitor})"),
+        ("fine-tuning augmentation", _augmentation(config)),
+        ("linear skip (wide-and-deep)", "yes" if config["linear_skip"] else "no"),
     ]
+
+
+def _augmentation(config: dict) -> str:
+    rate, rows = float(config["finetune_corruption_rate"]), float(config["finetune_corrupted_rows"])
+    if rate <= 0:
+        return "off"
+    return f"SCARF corruption c={rate:g} on {rows:.0%} of each batch's rows (labels kept)"
 
 
 # --------------------------------------------------------------------------- rendering

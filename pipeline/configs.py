@@ -195,6 +195,11 @@ class PipelineConfig:
             raise ConfigError(f"scarf.dropout must lie in [0, 1), got {s.dropout}")
         if s.numeric_bins < 0 or s.numeric_bins == 1:
             raise ConfigError(f"scarf.numeric_bins must be 0 (off) or >= 2, got {s.numeric_bins}")
+        if not 0.0 <= s.finetune_corruption_rate < 1.0:
+            raise ConfigError(f"scarf.finetune_corruption_rate must lie in [0, 1) (0 = off), "
+                              f"got {s.finetune_corruption_rate}")
+        if not 0.0 < s.finetune_corrupted_rows <= 1.0:
+            raise ConfigError(f"scarf.finetune_corrupted_rows must lie in (0, 1], got {s.finetune_corrupted_rows}")
         t = cfg.transform
         if t.numeric_encoding not in NUMERIC_ENCODINGS:
             raise ConfigError(f"transform.numeric_encoding must be one of {', '.join(NUMERIC_ENCODINGS)}, "

@@ -131,7 +131,8 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     from components import report
 
     training = {
-        "config": {"numeric_bins": 8, "missing_indicators": False, "ensemble_size": 5, "self_training_rounds": 2},
+        "config": {"numeric_bins": 8, "missing_indicators": False, "ensemble_size": 5, "self_training_rounds": 2,
+                   "finetune_corruption_rate": 0.3, "finetune_corrupted_rows": 1.0},
         "summary": {"pretrained": True, "pretrain_rows": 900, "pretrain_epochs_run": 4, "finetune_labelled_rows": 300,
                     "ensemble_size": 5, "finetune_monitor": "loss", "finetune_best_val_loss": 0.31234,
                     "pseudo_labelled_rows": [120, 135]},
@@ -145,6 +146,8 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
         "ensemble size": "5 (K-fold members, probabilities averaged)",
         "self-training rounds": "2 (pseudo-labelled rows per round: 120, 135)",
         "fine-tuning monitor": "loss (validation log-loss)",
+        "fine-tuning augmentation": "SCARF corruption c=0.3 on 100% of each batch's rows (labels kept)",
+        "linear skip (wide-and-deep)": "no",
     }
     page = report.render_html(title="t", blessed=True, failures=[], slices=[], thresholds=[], training=training,
                               numeric_encoding="zscore")

@@ -29,6 +29,8 @@ def test_yaml_overlay_and_unknown_keys(tmp_path):
         ({"data": "x.csv", "label": "y", "scarf": {"corruption_rate": 1.0}}, "corruption_rate"),
         ({"data": "x.csv", "label": "y", "gate": {"min_accuracy": 2}}, "min_accuracy"),
         ({"data": "x.csv", "label": "y", "drop_columns": ["y"]}, "also listed"),
+        ({"data": "x.csv", "label": "y", "scarf": {"finetune_corruption_rate": 1.0}}, "finetune_corruption_rate"),
+        ({"data": "x.csv", "label": "y", "scarf": {"finetune_corrupted_rows": 0}}, "finetune_corrupted_rows"),
     ],
 )
 def test_invalid_settings(values, message):

@@ -49,7 +49,8 @@ class ScarfConfig:
     finetune_min_delta: float = 0.001
     # Fine-tuning augmentation with SCARF's corruption (0 = off): this share of each
     # training batch's rows gets ⌊c·M⌋ features redrawn from their marginals, label kept.
-    finetune_corruption_rate: float = 0.0
+    # Measured default: c = 0.6 (the pretraining rate) on half the rows (docs/BENCHMARKS.md).
+    finetune_corruption_rate: float = 0.6
     finetune_corrupted_rows: float = 0.5
     # Wide-and-deep classifier: a linear map of the encoder's input layer added to the logits.
     linear_skip: bool = False

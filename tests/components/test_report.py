@@ -164,6 +164,8 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     assert one["ensemble size"] == "1 (one model)"
     assert defaults["self-training rounds"] == "0 (off)"
     assert defaults["fine-tuning monitor"] == "loss (validation log-loss)"
+    assert defaults["fine-tuning augmentation"] == "SCARF corruption c=0.6 on 50% of each batch's rows (labels kept)"
+    assert dict(report.model_settings({"config": {"finetune_corruption_rate": 0}}))["fine-tuning augmentation"] == "off"
 
 
 def test_columns_section_lists_every_columns_role_why_and_serving_name():

@@ -110,6 +110,14 @@ def _check_delimiter(path: str, header: list[str], label: str) -> None:
             )
 
 
+def _refuse_unless_single_file(path: str, files: list, where: str, problems: list[str], hint: str) -> None:
+    """The staged normalised copy is made for a single CSV file only; elsewhere, say what to fix."""
+    if problems and (len(files) > 1 or os.path.isdir(path)):
+        raise InputDataError(
+            f"{where} needs normalising ({'; '.join(problems)}), which scarfx does for a single CSV file only: {hint}"
+        )
+
+
 def _header_problems(path: str, header: list[str]) -> list[str]:
     """What CsvExampleGen would misread in the header; raises where no copy can fix it.
 
@@ -178,11 +186,7 @@ def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_
         multiline = _multiline_cells(f)
         if multiline:
             problems.append(f"{multiline} quoted cells spanning lines joined with spaces")
-        if problems and (len(files) > 1 or os.path.isdir(path)):
-            raise InputDataError(
-                f"{f} needs normalising ({'; '.join(problems)}), which scarfx does for a single CSV file only: "
-                "fix the file, or pass it on its own with --data"
-            )
+        _refuse_unless_single_file(path, files, f, problems, "fix the file, or pass it on its own with --data")
         normalise += problems
     missing_drops = [c for c in drop_columns if c not in header]
     if missing_drops:
@@ -232,11 +236,7 @@ def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_
         extra.append(f"{tokens} missing-value tokens ({shown}) in numeric columns blanked")
     if padded:
         extra.append(f"{padded} numeric cells with surrounding spaces trimmed")
-    if extra and (len(files) > 1 or os.path.isdir(path)):
-        raise InputDataError(
-            f"{path} needs normalising ({'; '.join(extra)}), which scarfx does for a single CSV file only: "
-            "blank those cells, or pass one file with --data"
-        )
+    _refuse_unless_single_file(path, files, path, extra, "blank those cells, or pass one file with --data")
     normalise += extra
     classes = tuple(sorted(counts, key=lambda c: (-counts[c], c)))
     return InputSummary(

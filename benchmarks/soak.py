@@ -108,7 +108,7 @@ def soak(rate: float, seconds: float, swaps: int, threads: int, hidden: tuple[in
               for v in range(1, swaps + 2)]
     push(models[0], base, 1)
     port = free_port()
-    proc = start_server(base, MODEL, port, max_batch=64, threads=None)
+    proc = start_server(base, MODEL, port, free_port(), threads=None)
     try:
         wait_ready(port, proc, timeout=120)
         body = json.dumps({"instances": [{"fare": 7.25, "company": "Flash Cab", "trip_miles": 1.2,

@@ -44,6 +44,8 @@ class InputSummary:
     roles: tuple["ColumnRole", ...] = ()
     # Cells read as missing (stripped, compared exactly); the staged copy blanks them.
     na_values: tuple[str, ...] = DEFAULT_NA_VALUES
+    # The file's delimiter; anything but "," is rewritten as "," in the staged copy.
+    delimiter: str = ","
 
     @property
     def dropped_columns(self) -> list[str]:
@@ -96,18 +98,18 @@ def _first_line(path: str) -> str:
     return raw.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
 
 
-def _check_delimiter(path: str, header: list[str], label: str) -> None:
-    """A header that is one column, or lacks the label, but splits on ; tab or | is another dialect."""
+def detect_delimiter(path: str, header: list[str], label: str) -> str:
+    """"," unless the comma header is one column, or lacks the label, while the header splits
+    on ; tab or | into columns that include the label: then that delimiter (European Excel
+    exports use ';'). Such a file is read from a comma-separated staged copy."""
     if label in header and len(header) > 1:
-        return
+        return ","
     line = _first_line(path)
-    for delimiter, name in OTHER_DELIMITERS.items():
-        cells = [c.strip() for c in next(csv.reader([line], delimiter=delimiter), [])]
-        if len(cells) >= 2 and (label in cells or len(header) == 1):
-            raise InputDataError(
-                f"{path} looks {name}-delimited: its header splits into {len(cells)} columns on {delimiter!r}; "
-                "scarfx reads comma-separated files only: export it with ',' as the delimiter"
-            )
+    for delimiter in OTHER_DELIMITERS:
+        cells = next(csv.reader([line], delimiter=delimiter), [])
+        if len(cells) >= 2 and label in cells:
+            return delimiter
+    return ","
 
 
 def _refuse_unless_single_file(path: str, files: list, where: str, problems: list[str], hint: str) -> None:
@@ -135,23 +137,23 @@ def _header_problems(path: str, header: list[str]) -> list[str]:
     return []
 
 
-def _multiline_cells(path: str) -> int:
+def _multiline_cells(path: str, delimiter: str = ",") -> int:
     """Cells whose quoted value spans lines (RFC 4180 allows it; scarfx's copy joins them)."""
     with open(path, "rb") as f:
         if not any(b'"' in block for block in iter(lambda: f.read(1 << 20), b"")):
             return 0
     with open(path, newline="", encoding="utf-8-sig") as f:
-        return sum(1 for row in csv.reader(f) for cell in row if "\n" in cell or "\r" in cell)
+        return sum(1 for row in csv.reader(f, delimiter=delimiter) for cell in row if "\n" in cell or "\r" in cell)
 
 
-def _header(path: str) -> list[str]:
+def _header(path: str, delimiter: str = ",") -> list[str]:
     if os.path.getsize(path) == 0:
         raise InputDataError(f"data file is empty: {path}")
     try:
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would
         # otherwise become part of the first column's name.
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
+            header = next(csv.reader(f, delimiter=delimiter), [])
     except UnicodeDecodeError as e:
         raise InputDataError(f"data file is not UTF-8 text: {path} ({e.reason} at byte {e.start})") from e
     if not [c for c in header if c.strip()]:
@@ -173,7 +175,12 @@ def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_
     for other in files[1:]:
         if _header(other) != header:
             raise InputDataError(f"{other} has a different header from {files[0]}")
-    _check_delimiter(files[0], header, label)
+    delimiter = detect_delimiter(files[0], header, label)
+    if delimiter != ",":
+        header = _header(files[0], delimiter)
+        for other in files[1:]:
+            if _header(other, delimiter) != header:
+                raise InputDataError(f"{other} has a different header from {files[0]}")
     if label not in header:
         raise InputDataError(f"label column {label!r} is not in the CSV header; columns: {', '.join(header)}")
     normalise = []
@@ -182,8 +189,15 @@ def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_
         with open(f, "rb") as handle:
             if handle.read(len(UTF8_BOM)) == UTF8_BOM:
                 problems.append("UTF-8 byte-order mark removed")
-        problems += _header_problems(f, header)
-        multiline = _multiline_cells(f)
+        if delimiter != ",":
+            problems.append(f"{OTHER_DELIMITERS[delimiter]} delimiters rewritten as commas")
+            bad = [c for c in header if "," in c or '"' in c]
+            if bad:
+                raise InputDataError(f"column name {bad[0]!r} in {f} contains a comma or quote; TFX's CSV reader "
+                                     "splits the header on every comma: rename the column")
+        else:
+            problems += _header_problems(f, header)
+        multiline = _multiline_cells(f, delimiter)
         if multiline:
             problems.append(f"{multiline} quoted cells spanning lines joined with spaces")
         _refuse_unless_single_file(path, files, f, problems, "fix the file, or pass it on its own with --data")
@@ -202,7 +216,8 @@ def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_
     for f in files:
         try:
             for chunk in pd.read_csv(
-                f, usecols=[label], dtype=str, keep_default_na=False, chunksize=200_000, encoding="utf-8-sig"
+                f, usecols=[label], dtype=str, keep_default_na=False, chunksize=200_000, encoding="utf-8-sig",
+                sep=delimiter,
             ):
                 values = chunk[label].str.strip()
                 rows += len(values)
@@ -218,7 +233,7 @@ def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_
         raise InputDataError(f"label column {label!r} is empty in every row")
     if len(counts) == 1:
         raise InputDataError(f"label column {label!r} has only one class ({next(iter(counts))!r}); need at least 2")
-    tallies, _ = _scan_features(files, [c for c in header if c != label and c not in drop_columns], na)
+    tallies, _ = _scan_features(files, [c for c in header if c != label and c not in drop_columns], na, delimiter)
     _check_tallies(tallies)
     roles = decide_roles(tallies, rows, label, drop_columns, keep_columns, datetime_features)
     if not [r for r in roles if r.role != "label" and not r.dropped]:
@@ -249,6 +264,7 @@ def inspect_csv_input(path: str, label: str, drop_columns=(), na_values=DEFAULT_
         normalise=tuple(normalise),
         roles=roles,
         na_values=tuple(sorted(na)),
+        delimiter=delimiter,
     )
 
 
@@ -259,7 +275,8 @@ def stage_normalised_copy(summary: InputSummary, pipeline_root: str) -> str:
     """Writes the one input file as CsvExampleGen can read it; returns the copy's path.
 
     The copy is <pipeline_root>/staged_data/<sha256 of the original and na_values>/<file name>:
-    nothing is dropped (the BOM goes, quoted names are written plainly, a line break inside
+    nothing is dropped (the BOM goes, a ; tab or | delimiter becomes a comma, quoted names
+    are written plainly, a line break inside
     a quoted cell becomes a space, spaces around a value go, and a missing-value token
     becomes a blank cell), and an unchanged original maps to the existing copy, which is
     not rewritten, so ExampleGen's input fingerprint and the cache hold.
@@ -272,7 +289,7 @@ def stage_normalised_copy(summary: InputSummary, pipeline_root: str) -> str:
         raise InputDataError(f"{source} needs normalising ({'; '.join(summary.normalise)}), and the pipeline root "
                              f"{pipeline_root} is not a local directory to stage a copy in: fix the file")
     na = set(summary.na_values) | {""}
-    digest = hashlib.sha256(json.dumps(sorted(na)).encode())
+    digest = hashlib.sha256(json.dumps([sorted(na), summary.delimiter]).encode())
     with open(source, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -284,7 +301,7 @@ def stage_normalised_copy(summary: InputSummary, pipeline_root: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
     with open(source, newline="", encoding="utf-8-sig") as src, os.fdopen(fd, "w", newline="", encoding="utf-8") as dst:
         writer = csv.writer(dst, lineterminator="\n")
-        for i, row in enumerate(csv.reader(src)):
+        for i, row in enumerate(csv.reader(src, delimiter=summary.delimiter)):
             cells = [c.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") for c in row]
             if i:  # not the header
                 cells = ["" if c.strip() in na else c.strip() for c in cells]
@@ -322,7 +339,8 @@ _INTEGER = re.compile(r"[+-]?\d+")
 ID_MIN_ROWS = 20
 
 
-def _scan_features(files: list[str], features: list[str], na_values) -> tuple[dict[str, _ColumnTally], int]:
+def _scan_features(files: list[str], features: list[str], na_values,
+                   delimiter: str = ",") -> tuple[dict[str, _ColumnTally], int]:
     """One pass over the feature columns: value types, NA tokens, distinctness; and the row count.
 
     Refuses a cell over MAX_CELL_CHARS here: CsvExampleGen's csv reader fails on it after
@@ -334,7 +352,7 @@ def _scan_features(files: list[str], features: list[str], na_values) -> tuple[di
     for f in files:
         per_file = {c: [0, 0] for c in features}  # numeric, text
         for chunk in pd.read_csv(f, usecols=features, dtype=str, keep_default_na=False, chunksize=200_000,
-                                 encoding="utf-8-sig"):
+                                 encoding="utf-8-sig", sep=delimiter):
             rows += len(chunk)
             for column in features:
                 t = tallies[column]

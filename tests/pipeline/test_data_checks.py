@@ -96,6 +96,30 @@ def test_dialects_tfx_misreads_are_normalised_into_a_content_addressed_copy(tmp_
     assert os.path.dirname(stage_normalised_copy(inspect_csv_input(changed, "y"), root)) != os.path.dirname(staged)
 
 
+@pytest.mark.parametrize("delimiter,name", [(";", "semicolon (;)"), ("\t", "tab"), ("|", "pipe (|)")])
+def test_other_delimiters_are_rewritten_as_commas_in_the_staged_copy(tmp_path, delimiter, name):
+    from tfx.utils.io_utils import load_csv_column_names
+
+    from pipeline.data_checks import stage_normalised_copy
+
+    d = delimiter
+    text = f"fare{d}company{d}y\n1.5{d}Flash, Cab{d}0\n2.5{d}{d}1\n3.5{d}Blue{d}NA\n"
+    summary = inspect_csv_input(write(tmp_path, text), "y")
+    assert summary.delimiter == delimiter and summary.columns == ("fare", "company", "y")
+    assert summary.rows == 3 and summary.labelled_rows == 2 and summary.classes == ("0", "1")
+    assert summary.normalise == (f"{name} delimiters rewritten as commas",)
+    staged = stage_normalised_copy(summary, str(tmp_path / "root"))
+    assert load_csv_column_names(staged) == ["fare", "company", "y"]
+    with open(staged) as f:
+        assert f.read() == 'fare,company,y\n1.5,"Flash, Cab",0\n2.5,,1\n3.5,Blue,\n'  # nothing lost
+    assert inspect_csv_input(staged, "y").normalise == ()
+
+
+def test_a_comma_file_whose_cells_hold_semicolons_stays_a_comma_file(tmp_path):
+    summary = inspect_csv_input(write(tmp_path, "note,y\na;b,0\nc;d,1\n"), "y")
+    assert summary.delimiter == "," and summary.normalise == ()
+
+
 def test_plain_csv_needs_no_copy(tmp_path):
     path = write(tmp_path, 'fare,company,y\n1.5,"Flash, Cab",0\n2.5,Blue,1\n')
     assert inspect_csv_input(path, "y").normalise == ()

@@ -40,6 +40,13 @@ class _Abort(Exception):
         self.message = message
 
 
+def _signature(model, name: str) -> str:
+    """`name`, if the model has that signature; else TF Serving's FAILED_PRECONDITION."""
+    if name not in model.signatures:
+        raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+    return name
+
+
 def _invalid(message: str) -> _Abort:
     return _Abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
@@ -139,9 +146,7 @@ class GrpcApi:
         handle = self._acquire(request.model_spec)
         try:
             model = handle.model
-            sig = request.model_spec.signature_name or SERVING_SIGNATURE
-            if sig not in model.signatures:
-                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{sig}" not found.')
+            sig = _signature(model, request.model_spec.signature_name or SERVING_SIGNATURE)
             specs = model.signatures[sig].structured_input_signature[1]
             sent, wanted = set(request.inputs), set(specs)
             if sent != wanted:
@@ -184,9 +189,7 @@ class GrpcApi:
             model = handle.model
             # TF Serving defaults to serving_default, which is a predict signature here: the
             # classification signature is the only one Classify can use, so it is the default.
-            sig = request.model_spec.signature_name or CLASSIFY_SIGNATURE
-            if sig not in model.signatures:
-                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{sig}" not found.')
+            sig = _signature(model, request.model_spec.signature_name or CLASSIFY_SIGNATURE)
             if sig not in model.classify_signatures:
                 raise _invalid(f"signature '{sig}' is not a classification signature (one string input; "
                                "'classes' and/or 'scores' outputs)")

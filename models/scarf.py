@@ -630,7 +630,7 @@ def _steady_rate(seconds: list[float], rows_per_epoch: int) -> tuple[float | Non
 
 
 def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfConfig, log_dir=None,
-             jit_compile: bool = True):
+             jit_compile: bool = True, bank: FeatureBank | None = None):
     """Stage 1 on every row, labelled or not; trains `encoder` in place. Returns (history, summary).
 
     A `validation_fraction` of rows is held out as fixed corrupted pairs for early
@@ -640,7 +640,7 @@ def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfCon
     """
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    bank = build_feature_bank(data, config.feature_bank_size, config.seed)
+    bank = bank if bank is not None else build_feature_bank(data, config.feature_bank_size, config.seed)
     train_rows, val_rows = split_rows(len(data), config.validation_fraction, rng)
     train = data.take(train_rows)
     corruption = FeatureCorruption.from_bank(bank, config.corruption_rate, name="corruption")
@@ -825,7 +825,7 @@ def _concat(a: TabularData, b: TabularData) -> TabularData:
 
 
 def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: int, config: ScarfConfig,
-              log_dir=None):
+              log_dir=None, bank: FeatureBank | None = None):
     """Stage 2 on labelled rows (label >= 0). Returns (classifier, history, summary).
 
     Each of the `ensemble_size` members starts from a copy of `encoder` (so `encoder`
@@ -842,8 +842,10 @@ def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: in
         raise ValueError("no labelled rows to fine-tune on")
     splits = fine_tuning_splits(labelled.labels, config)
     # The augmentation's marginals come from every row, labelled or not, as in pretraining.
-    bank = build_feature_bank(data, config.feature_bank_size, config.seed) \
-        if config.finetune_corruption_rate > 0 else None
+    if config.finetune_corruption_rate <= 0:
+        bank = None
+    elif bank is None:
+        bank = build_feature_bank(data, config.feature_bank_size, config.seed)
     pseudo = TabularData(data.numeric[:0], data.categorical[:0], data.labels[:0])
     pseudo_counts = []
     for round_ in range(1 + config.self_training_rounds):
@@ -949,12 +951,16 @@ def train_scarf_classifier(
     if warm_start is not None:
         summary["warm_start"] = warm_start
     pretrain_history = {}
+    # One sample of every row's marginals, for pretraining's corruption and fine-tuning's
+    # augmentation alike (the same bank either would build: same rows, same seed).
+    bank = build_feature_bank(data, config.feature_bank_size, config.seed) \
+        if config.pretrain or config.finetune_corruption_rate > 0 else None
     if config.pretrain:
-        pretrain_history, stage = pretrain(encoder, data, layout, config, log_dir)
+        pretrain_history, stage = pretrain(encoder, data, layout, config, log_dir, bank=bank)
     else:
         stage = _no_pretraining_summary(layout, config)
     summary.update(stage)
-    classifier, finetune_history, stage = fine_tune(encoder, data, layout, num_classes, config, log_dir)
+    classifier, finetune_history, stage = fine_tune(encoder, data, layout, num_classes, config, log_dir, bank)
     summary.update(stage)
     summary["unlabelled_rows"] = int((data.labels < 0).sum())
     return TrainingResult(classifier, pretrain_history, finetune_history, summary, encoder)

@@ -15,14 +15,13 @@ under gRPC load fails no call, exactly as under REST load.
 from __future__ import annotations
 
 import concurrent.futures
-import hmac
 import logging
 import time
 
 import grpc
 
 from models.features import CLASSIFY_SIGNATURE, EXAMPLES_INPUT, SERVING_SIGNATURE
-from serving import promotion
+from serving import admin, promotion
 from serving.manager import AVAILABLE, END, LOADING, UNLOADING, NotFound, Unavailable
 from serving.modelconfig import ConfigError
 from serving.rest import clean_tf_message, first_invalid_example
@@ -295,15 +294,12 @@ class GrpcApi:
         return response
 
     def _admin_denied(self, context) -> _Abort | None:
-        if not self.server.has_admin_token:
-            if self.server.bound_to_loopback:
-                return None
+        denied = self.server.admin.check(dict(context.invocation_metadata()).get("authorization", ""))
+        if denied == admin.DISABLED:
             return _Abort(grpc.StatusCode.PERMISSION_DENIED,
                           "HandleReloadConfigRequest is disabled: no admin token configured and the server "
                           "is not bound to loopback")
-        auth = dict(context.invocation_metadata()).get("authorization", "")
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not self.server.admin_token_matches(value.strip()):
+        if denied == admin.UNAUTHENTICATED:
             return _Abort(grpc.StatusCode.UNAUTHENTICATED,
                           "HandleReloadConfigRequest needs metadata 'authorization: Bearer <token>'")
         return None

@@ -310,6 +310,7 @@ def test_reload_config_needs_the_admin_token_and_pins(models, serving_dir, start
 
 def test_reload_config_refused_without_token_off_loopback():
     """Bound to a non-loopback address without a token: the reload RPC is disabled."""
+    from serving.admin import AdminGate
     from serving.grpc_server import GrpcApi
 
     class Context:
@@ -317,8 +318,7 @@ def test_reload_config_refused_without_token_off_loopback():
             return ()
 
     class Server:
-        has_admin_token = False
-        bound_to_loopback = False
+        admin = AdminGate(None, "0.0.0.0")
 
     denied = GrpcApi(Server())._admin_denied(Context())
     assert denied is not None and denied.code == grpc.StatusCode.PERMISSION_DENIED

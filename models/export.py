@@ -23,6 +23,7 @@ import os
 import re
 from typing import Iterable, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -235,15 +236,15 @@ def export_saved_model(
         f.write(json.dumps(metadata, indent=2))
 
 
-def warmup_batches(tf_transform_output: tft.TFTransformOutput, serving_features: list[str]) -> list[list[bytes]]:
-    """Serialized raw tf.Examples for TF Serving warm-up: batch 1, batch 64, and one empty row.
-
-    Values are realistic without needing raw rows (the Trainer sees only transformed
-    data): string features cycle through their vocabulary's most frequent terms, numeric
-    features through a few small values; the empty example exercises imputation of
-    every feature.
-    """
+def _warmup_rows(tf_transform_output: tft.TFTransformOutput, serving_features: list[str]) -> tuple[dict, list]:
+    """(kinds, [rows]): realistic raw rows without raw data (the Trainer sees only
+    transformed data). String features cycle through their vocabulary's most frequent
+    terms, numeric features through a few small values. When every feature is optional,
+    a last, empty row exercises the imputation of each (a required feature would make
+    it a failed warm-up, i.e. a refused version)."""
     kinds = feature_kinds(tf_transform_output, serving_features)
+    spec = tf_transform_output.raw_feature_spec()
+    all_optional = all(isinstance(spec[n], tf.io.VarLenFeature) for n in serving_features)
     terms = {}
     for name, kind in kinds.items():
         if kind == "string":
@@ -253,19 +254,90 @@ def warmup_batches(tf_transform_output: tft.TFTransformOutput, serving_features:
                 vocab = []
             terms[name] = list(vocab[:64]) or [b""]
 
-    def example(i: int) -> bytes:
-        feats = {}
-        for name, kind in kinds.items():
-            if kind == "string":
-                feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[terms[name][i % len(terms[name])]]))
-            elif kind == "int":
-                feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 3]))
+    def row(i: int) -> dict:
+        values = {"int": i % 3, "float": float(i % 5) / 2.0}
+        return {name: terms[name][i % len(terms[name])] if kind == "string" else values[kind]
+                for name, kind in kinds.items()}
+
+    return kinds, [row(i) for i in range(64)] + ([{}] if all_optional else [])
+
+
+def _serialize_row(row: dict, kinds: dict) -> bytes:
+    feats = {}
+    for name, value in row.items():
+        kind = kinds[name]
+        if kind == "string":
+            feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        elif kind == "int":
+            feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        else:
+            feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def warmup_requests(tf_transform_output: tft.TFTransformOutput,
+                    serving_features: list[str]) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Warm-up requests for every signature a client may call, [(signature, inputs)]:
+    TF Serving replays only what its warm-up file lists, so each one's first real
+    request would otherwise pay for tracing. Batches 1 and 64 and (when every feature is
+    optional) an all-missing row, as serialized tf.Examples (serving_default, classification) and as the same rows'
+    named raw tensors (predict_raw; a missing cell is features.RAW_MISSING)."""
+    kinds, rows = _warmup_rows(tf_transform_output, serving_features)
+    examples = [_serialize_row(r, kinds) for r in rows]
+    names = raw_input_names(serving_features)
+    dtypes = {"string": object, "int": np.int64, "float": np.float32}
+
+    def raw(batch: list[dict]) -> dict[str, np.ndarray]:
+        return {names[f]: np.array([r.get(f, features.RAW_MISSING[k]) for r in batch], dtypes[k])
+                for f, k in kinds.items()}
+
+    batches = [slice(0, 1), slice(0, 64)] + ([slice(64, 65)] if len(rows) > 64 else [])
+    requests = [(features.SERVING_SIGNATURE, {features.EXAMPLES_INPUT: np.array(examples[s], object)})
+                for s in batches]
+    requests += [(features.CLASSIFY_SIGNATURE, {features.CLASSIFY_INPUT: np.array(examples[s], object)})
+                 for s in batches[:2]]
+    requests += [(features.RAW_SIGNATURE, raw(rows[s])) for s in batches]
+    return requests
+
+
+def write_warmup_file(saved_model_dir: str, requests: Sequence[tuple[str, dict]], model_name: str) -> str:
+    """Writes `assets.extra/tf_serving_warmup_requests` into `saved_model_dir`; returns its path.
+
+    The format is the one real TF Serving reads at load time: a TFRecord file of
+    `PredictionLog` records, so TF Serving, KServe and serving/ warm the model the same
+    way. A request on the classification signature becomes a ClassifyLog (TF Serving
+    replays it through its Classify API), every other one a PredictLog.
+    """
+    from tensorflow_serving.apis import classification_pb2, input_pb2, model_pb2, predict_pb2, prediction_log_pb2
+
+    requests = list(requests)
+    if not requests:
+        raise ValueError("write_warmup_file: no requests given")
+    path = os.path.join(saved_model_dir, features.ASSETS_EXTRA, features.WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in requests[:features.MAX_WARMUP_RECORDS]:
+            if not inputs or any(len(v) == 0 for v in inputs.values()):
+                raise ValueError(f"write_warmup_file: empty request on {signature!r}")
+            spec = model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            if signature == features.CLASSIFY_SIGNATURE:
+                (examples,) = inputs.values()
+                request = classification_pb2.ClassificationRequest(model_spec=spec, input=input_pb2.Input(
+                    example_list=input_pb2.ExampleList(examples=[tf.train.Example.FromString(bytes(e))
+                                                                 for e in examples])))
+                log = prediction_log_pb2.PredictionLog(
+                    classify_log=prediction_log_pb2.ClassifyLog(request=request))
             else:
-                feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(i % 5) / 2.0]))
-        return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
-
-    return [[example(0)], [example(i) for i in range(64)], [tf.train.Example().SerializeToString()]]
-
+                request = predict_pb2.PredictRequest(model_spec=spec)
+                for name, values in inputs.items():
+                    values = np.asarray(values)
+                    dtype = tf.string if values.dtype == object else tf.as_dtype(values.dtype)
+                    request.inputs[name].CopyFrom(tf.make_tensor_proto(values.tolist() if dtype == tf.string
+                                                                       else values, dtype=dtype,
+                                                                       shape=[len(values)]))
+                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
 
 
 def write_warmup_requests(
@@ -274,34 +346,16 @@ def write_warmup_requests(
     model_name: str,
     signature_name: str = features.SERVING_SIGNATURE,
 ) -> str:
-    """Writes `assets.extra/tf_serving_warmup_requests` into `saved_model_dir`; returns its path.
-
-    The format is the one real TF Serving reads at load time: a TFRecord file of
-    `PredictionLog` records, each a PredictRequest with one DT_STRING input `examples`,
-    so TF Serving, KServe and serving/ warm the model the same way. `serialized_examples`
-    is either a list of serialized tf.Examples (one request holding them all) or a list
-    of such lists (one request per list, e.g. batch 1 and batch 64).
-    """
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
+    """`write_warmup_file` for serialized tf.Examples on one signature: either a list of
+    them (one request holding them all) or a list of such lists (one request per list)."""
     batches = list(serialized_examples)
     if not batches:
         raise ValueError("write_warmup_requests: no examples given")
     if isinstance(batches[0], (bytes, bytearray)):
         batches = [batches]
-    path = os.path.join(saved_model_dir, features.ASSETS_EXTRA, features.WARMUP_FILE)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.TFRecordWriter(path) as writer:
-        for batch in batches[:features.MAX_WARMUP_RECORDS]:
-            batch = [bytes(b) for b in batch]
-            if not batch:
-                raise ValueError("write_warmup_requests: empty batch")
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
-            )
-            request.inputs[features.EXAMPLES_INPUT].CopyFrom(
-                tf.make_tensor_proto(batch, dtype=tf.string, shape=[len(batch)])
-            )
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return path
+    for batch in batches:
+        if not len(batch):
+            raise ValueError("write_warmup_requests: empty batch")
+    return write_warmup_file(saved_model_dir, [
+        (signature_name, {features.EXAMPLES_INPUT: np.array([bytes(b) for b in batch], object)})
+        for batch in batches], model_name)

@@ -142,9 +142,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model_name=custom.get("model_name", "scarfx"), na_values=custom.get("na_values", ()),
     )
     # TF Serving (and scarfx's server) replay these at load time, before serving traffic.
-    export.write_warmup_requests(
+    export.write_warmup_file(
         fn_args.serving_model_dir,
-        export.warmup_batches(tf_transform_output, serving_features),
+        export.warmup_requests(tf_transform_output, serving_features),
         model_name=custom.get("model_name", "scarfx"),
     )
     summary = {

@@ -176,3 +176,28 @@ def test_raw_input_names_are_the_names_the_saved_signature_has(tmp_path):
     tf.saved_model.save(module, str(tmp_path), signatures={"s": module.f.get_concrete_function()})
     loaded = tf.saved_model.load(str(tmp_path)).signatures["s"]
     assert set(loaded.structured_input_signature[1]) == set(names.values())
+
+
+def test_warmup_file_covers_every_signature_with_the_same_rows(exported, tmp_path):
+    """The Trainer's warm-up file, as TF Serving replays it: serving_default, classification
+    (a ClassifyLog) and predict_raw, each answering the same rows with the same scores."""
+    from serving.warmup import read_warmup_requests
+
+    path, _, output, _, _ = exported
+    requests = export.warmup_requests(output, ["n", "s", "x"])
+    written = export.write_warmup_file(str(tmp_path), requests, "m")
+    replay = read_warmup_requests(written)
+    # "n" is required here (FixedLen), so no all-missing row: it would fail the warm-up.
+    assert [(sig, len(next(iter(inputs.values())))) for sig, inputs in replay] == [
+        ("serving_default", 1), ("serving_default", 64), ("classification", 1), ("classification", 64),
+        ("predict_raw", 1), ("predict_raw", 64)]
+
+    signatures = tf.saved_model.load(path).signatures
+    by_examples = signatures["serving_default"](examples=tf.constant(replay[1][1]["examples"]))["probabilities"]
+    scores = signatures["classification"](inputs=tf.constant(replay[3][1]["examples"]))["scores"]
+    raw = signatures["predict_raw"](**{k: tf.constant(v) for k, v in replay[5][1].items()})["probabilities"]
+    np.testing.assert_allclose(scores.numpy(), by_examples.numpy(), atol=1e-6)
+    np.testing.assert_allclose(raw.numpy(), by_examples.numpy(), atol=1e-6)
+
+    with pytest.raises(ValueError, match="no requests"):
+        export.write_warmup_file(str(tmp_path), [], "m")

@@ -100,26 +100,124 @@ def eval_config(cfg: PipelineConfig, binary: bool) -> tfma.EvalConfig:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class DataGates:
+    """The validation stage's nodes; `previous_statistics`/`drift_gate` are None when drift
+    is not checked."""
+
+    statistics_gen: object
+    schema_gen: object
+    example_validator: object
+    anomalies_gate: object
+    previous_statistics: object = None
+    drift_gate: object = None
+
+    @property
+    def nodes(self) -> tuple:
+        return (self.statistics_gen, self.schema_gen, self.example_validator, self.anomalies_gate,
+                self.previous_statistics, self.drift_gate)
+
+
 def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False, roles=()) -> tfx.dsl.Pipeline:
-    """The scarfx DAG.
+    """The scarfx DAG: ingest, validate, transform, train, evaluate, report, push.
 
     `roles`: each column's data_checks.ColumnRole, as the up-front checks decided them
     (its dropped columns are already in cfg.drop_columns): the Transform derives date/time
     features from the "datetime" ones, and the report lists them all.
 
     `kubeflow_v2`: KubeflowV2DagRunner compiles only TFX's LatestBlessedModelStrategy and
-    LatestArtifactStrategy resolvers, so the Evaluator's baseline uses the stock strategy
-    there (an unchanged re-run after a blessing re-evaluates the model against itself),
-    and the span window, which needs SpanRangeStrategy, is refused.
+    LatestArtifactStrategy resolvers. That one limit decides every Kubeflow difference
+    (`custom_resolvers` below): the span window (SpanRangeStrategy) is refused, drift is
+    not checked (its baseline resolver is custom), and the Evaluator's baseline uses the
+    stock strategy (an unchanged re-run after a blessing re-evaluates the model against
+    itself).
     """
     from pipeline import spans
     from pipeline.configs import ConfigError
 
-    if kubeflow_v2 and cfg.span_policy == "window" and spans.is_span_directory(cfg.data):
+    custom_resolvers = not kubeflow_v2
+    span_directory = spans.is_span_directory(cfg.data)
+    if not custom_resolvers and cfg.span_policy == "window" and span_directory:
         raise ConfigError("span_policy window is not supported on Kubeflow: KFP v2 cannot compile SpanRangeStrategy")
 
+    example_gen, range_config = _example_gen(cfg, span_directory)
+    gates = _data_gates(cfg, example_gen, check_drift=cfg.validation.drift and custom_resolvers)
+    span_window = None
+    training_examples = example_gen.outputs["examples"]
+    if range_config is not None and cfg.span_policy == "window":
+        # Every Examples artifact this pipeline's ExampleGen ever wrote, across runs;
+        # the strategy keeps the newest `span_window` spans.
+        span_window = spans.span_window_resolver(
+            tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id, output_key="examples"
+            ),
+            cfg.span_window,
+        )
+        span_window.add_upstream_node(example_gen)
+        training_examples = span_window.outputs["examples"]
+
+    transform = _transform(cfg, training_examples, gates, roles)
+    warm_start_resolver, trainer = _trainer(cfg, transform, gates.schema_gen)
+
+    # Baseline = latest blessed model other than this run's candidate, so an unchanged
+    # re-run stays a cache hit instead of evaluating (and re-pushing) a model against itself.
+    if custom_resolvers:
+        model_resolver = baseline_resolver(trainer.outputs["model"])
+    else:
+        model_resolver = _latest_blessed_model_resolver("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(cfg, binary),
+    )
+
+    # After the Evaluator, outside the Cond: a refused model needs explaining most.
+    run_report = RunReport(
+        statistics=gates.statistics_gen.outputs["statistics"],
+        anomalies=gates.example_validator.outputs["anomalies"],
+        model_run=trainer.outputs["model_run"],
+        model=trainer.outputs["model"],
+        transform_graph=transform.outputs["transform_graph"],
+        examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        previous_statistics=gates.previous_statistics.outputs["statistics"] if gates.previous_statistics else None,
+        title=f"{cfg.pipeline_name} run report",
+        numeric_encoding=cfg.transform.numeric_encoding,  # the Transform's; the report shows it
+        column_roles=json.dumps([dataclasses.asdict(r) for r in roles]),
+    )
+
+    with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+        pusher = tfx.components.Pusher(
+            model=trainer.outputs["model"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_dir)
+            ),
+        )
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=cfg.pipeline_name,
+        pipeline_root=cfg.pipeline_root,
+        components=[
+            c for c in (
+                example_gen, *gates.nodes, span_window,
+                transform, warm_start_resolver, trainer, model_resolver, evaluator, run_report, pusher,
+            ) if c is not None
+        ],
+        enable_cache=cfg.enable_cache,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path),
+        beam_pipeline_args=list(cfg.beam_args),
+    )
+
+
+def _example_gen(cfg: PipelineConfig, span_directory: bool):
+    """(CsvExampleGen, its RangeConfig or None): a span directory or one CSV/directory,
+    split into train and eval by hash buckets."""
+    from pipeline import spans
+
     range_config = None
-    if spans.is_span_directory(cfg.data):
+    if span_directory:
         input_base, (input_config, range_config) = cfg.data, spans.example_gen_inputs()
     else:
         input_base, input_config = csv_input(cfg.data)
@@ -136,6 +234,11 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
             )
         ),
     )
+    return example_gen, range_config
+
+
+def _data_gates(cfg: PipelineConfig, example_gen, check_drift: bool) -> DataGates:
+    """Statistics, schema, the schema checks and their gate, and (check_drift) the drift gate."""
     # 100 quantile buckets (TFDV's default is 10): DriftGate's numeric comparison reads each
     # feature's CDF from them, and a coarse CDF is itself a source of false drift.
     statistics_gen = tfx.components.StatisticsGen(
@@ -157,45 +260,33 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    if not check_drift:
+        return DataGates(statistics_gen, schema_gen, example_validator, anomalies_gate)
 
-    # Drift against the last span that passed. Its resolver is a custom strategy, which
-    # KubeflowV2DagRunner cannot compile: on Kubeflow only the schema checks run.
-    previous_statistics = drift_gate = None
-    if cfg.validation.drift and not kubeflow_v2:
-        drift_gate_id = "DriftGate"
-        previous_statistics = previous_statistics_resolver(
-            statistics_gen.id, drift_gate_id, example_gen.outputs["examples"]
-        )
-        drift_gate = DriftGate(
-            examples=example_gen.outputs["examples"],
-            statistics=statistics_gen.outputs["statistics"],
-            schema=schema_gen.outputs["schema"],
-            baseline_statistics=previous_statistics.outputs["statistics"],
-            categorical_linf=cfg.validation.categorical_linf,
-            numeric_jsd=cfg.validation.numeric_jsd,
-            ignore_features=json.dumps(list(cfg.drop_columns)),
-        ).with_id(drift_gate_id)
-        # After the schema checks: a span that DriftGate records as passed (and later
-        # compares against) has passed every data gate.
-        drift_gate.add_upstream_node(anomalies_gate)
+    # Drift against the last span that passed.
+    drift_gate_id = "DriftGate"
+    previous_statistics = previous_statistics_resolver(
+        statistics_gen.id, drift_gate_id, example_gen.outputs["examples"]
+    )
+    drift_gate = DriftGate(
+        examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        baseline_statistics=previous_statistics.outputs["statistics"],
+        categorical_linf=cfg.validation.categorical_linf,
+        numeric_jsd=cfg.validation.numeric_jsd,
+        ignore_features=json.dumps(list(cfg.drop_columns)),
+    ).with_id(drift_gate_id)
+    # After the schema checks: a span that DriftGate records as passed (and later
+    # compares against) has passed every data gate.
+    drift_gate.add_upstream_node(anomalies_gate)
+    return DataGates(statistics_gen, schema_gen, example_validator, anomalies_gate, previous_statistics, drift_gate)
 
-    training_examples = example_gen.outputs["examples"]
-    span_window = None
-    if range_config is not None and cfg.span_policy == "window":
-        # Every Examples artifact this pipeline's ExampleGen ever wrote, across runs;
-        # the strategy keeps the newest `span_window` spans.
-        span_window = spans.span_window_resolver(
-            tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id, output_key="examples"
-            ),
-            cfg.span_window,
-        )
-        span_window.add_upstream_node(example_gen)
-        training_examples = span_window.outputs["examples"]
 
+def _transform(cfg: PipelineConfig, training_examples, gates: DataGates, roles):
     transform = tfx.components.Transform(
         examples=training_examples,
-        schema=schema_gen.outputs["schema"],
+        schema=gates.schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={
             "label": cfg.label,
@@ -214,20 +305,26 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         force_tf_compat_v1=True,
         disable_analyzer_cache=True,
     )
-    transform.add_upstream_node(anomalies_gate)
-    if drift_gate is not None:
-        transform.add_upstream_node(drift_gate)
+    # Only data that passed every gate is transformed (and trained on).
+    transform.add_upstream_node(gates.anomalies_gate)
+    if gates.drift_gate is not None:
+        transform.add_upstream_node(gates.drift_gate)
+    return transform
 
-    warm_start_resolver = None
-    if cfg.warm_start:
-        # A second resolver: the Trainer runs before the Evaluator's baseline resolver
-        # would be needed, and TFX does not share one resolver between both.
-        warm_start_resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        ).with_id("warm_start_model_resolver")
 
+def _latest_blessed_model_resolver(node_id: str):
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(node_id)
+
+
+def _trainer(cfg: PipelineConfig, transform, schema_gen):
+    """(warm-start resolver or None, Trainer): SCARF through models.trainer.run_fn."""
+    # The warm start needs its own resolver: the Trainer runs before the Evaluator's
+    # baseline resolver would, and TFX does not share one resolver between both.
+    warm_start_resolver = _latest_blessed_model_resolver("warm_start_model_resolver") if cfg.warm_start else None
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         base_model=warm_start_resolver.outputs["model"] if warm_start_resolver else None,
@@ -247,60 +344,4 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
             "scarf": dataclasses.asdict(cfg.scarf),
         },
     )
-
-    # Baseline = latest blessed model other than this run's candidate, so an unchanged
-    # re-run stays a cache hit instead of evaluating (and re-pushing) a model against itself.
-    if kubeflow_v2:
-        model_resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver")
-    else:
-        model_resolver = baseline_resolver(trainer.outputs["model"])
-
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(cfg, binary),
-    )
-
-    # After the Evaluator, outside the Cond: a refused model needs explaining most.
-    run_report = RunReport(
-        statistics=statistics_gen.outputs["statistics"],
-        anomalies=example_validator.outputs["anomalies"],
-        model_run=trainer.outputs["model_run"],
-        model=trainer.outputs["model"],
-        transform_graph=transform.outputs["transform_graph"],
-        examples=example_gen.outputs["examples"],
-        evaluation=evaluator.outputs["evaluation"],
-        blessing=evaluator.outputs["blessing"],
-        previous_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
-        title=f"{cfg.pipeline_name} run report",
-        numeric_encoding=cfg.transform.numeric_encoding,  # the Transform's; the report shows it
-        column_roles=json.dumps([dataclasses.asdict(r) for r in roles]),
-    )
-
-    with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
-        pusher = tfx.components.Pusher(
-            model=trainer.outputs["model"],
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_dir)
-            ),
-        )
-
-    return tfx.dsl.Pipeline(
-        pipeline_name=cfg.pipeline_name,
-        pipeline_root=cfg.pipeline_root,
-        components=[
-            c for c in (
-                example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                previous_statistics, drift_gate, span_window,
-                transform, warm_start_resolver, trainer, model_resolver, evaluator, run_report, pusher,
-            ) if c is not None
-        ],
-        enable_cache=cfg.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path),
-        beam_pipeline_args=list(cfg.beam_args),
-    )
+    return warm_start_resolver, trainer

@@ -111,6 +111,15 @@ def _last(outputs, node: str, key: str):
     return (outputs.get(node, {}).get(key) or [None])[-1]
 
 
+def blessed_in(outputs) -> bool | None:
+    """The Evaluator's blessing among a run's outputs (`outputs_by_node`); None when it did not run.
+
+    The Pusher does not take the blessing as an input (its Cond reads it), so a push's
+    blessing is read from the run that pushed."""
+    blessing = _last(outputs, "Evaluator", "blessing")
+    return None if blessing is None else custom_property(blessing, "blessed") == 1
+
+
 def report_file(report_artifact) -> str:
     return os.path.join(report_artifact.uri, REPORT_FILE)
 
@@ -284,7 +293,6 @@ def pushed_versions(metadata_path: str, serving_dir: str | None = None) -> dict[
             continue
         _, run_id = node_and_run(store, pusher.id)
         outputs = outputs_by_node(store, run_id) if run_id else {}
-        blessing = _last(outputs, "Evaluator", "blessing")
         model = (input_artifacts(store, pusher.id, "model") or [None])[0]
         evaluation = _last(outputs, "Evaluator", "evaluation")
         metrics, baseline = {}, {}
@@ -297,7 +305,7 @@ def pushed_versions(metadata_path: str, serving_dir: str | None = None) -> dict[
             version=version,
             run_id=run_id or "?",
             pushed_at_ms=artifact.create_time_since_epoch,
-            blessed=None if blessing is None else custom_property(blessing, "blessed") == 1,
+            blessed=blessed_in(outputs),
             metrics=metrics,
             baseline_metrics=baseline,
             model_uri=model.uri if model else None,

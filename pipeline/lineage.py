@@ -13,10 +13,12 @@ import dataclasses
 
 from components.metadata import (
     artifact_span,
+    blessed_in,
     connect,
     custom_property,
     input_artifacts,
     node_and_run,
+    outputs_by_node,
     producer,
     pushed_models,
 )
@@ -95,8 +97,7 @@ def model_lineage(metadata_path: str, serving_dir: str, version: int) -> Lineage
         raise LineageError(f"the Pusher execution {pusher.id} has no input Model in ML Metadata")
     trainer = producer(store, model.id)
     train_run = node_and_run(store, trainer.id)[1] if trainer else None
-    blessing = (input_artifacts(store, pusher.id, "model_blessing") or [None])[0]
-    blessed = None if blessing is None else custom_property(blessing, "blessed") == 1
+    blessed = blessed_in(outputs_by_node(store, push_run)) if push_run else None
     return Lineage(
         version=version,
         version_dir=custom_property(pushed, "pushed_destination"),

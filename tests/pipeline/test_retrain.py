@@ -45,7 +45,7 @@ def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
     assert "data span 1" in out and "no blessed baseline in this evaluation" in out and "pushed version" in out
     assert "Trainer started" in out and "pretrain epoch 1/2" in out  # progress lines
     lineage = model_lineage(metadata, serving, served_version(serving, "scarfx"))
-    assert lineage.spans == [1] and lineage.push_run_id == first.run_id
+    assert lineage.spans == [1] and lineage.push_run_id == first.run_id and lineage.blessed is True
 
     # Run 2: a new span arrives; the new model is gated against span 1's blessed model.
     write_span(data, 2, header, rows[SPAN_ROWS:2 * SPAN_ROWS])

@@ -134,7 +134,7 @@ def test_weak_model_on_an_imbalanced_table_is_not_blessed_and_nothing_is_pushed(
     eval_line = next(line for line in result.stdout.splitlines() if line.startswith("scarfx: eval"))
     assert f"majority-class rate {rate:.4f}" in eval_line
     assert "floor" not in verdict[0]  # the absolute floors (0) held
-    assert not serving.exists() or not os.listdir(serving)
+    assert not os.path.exists(serving) or not os.listdir(serving)
     assert "pushed to" not in output
 
 

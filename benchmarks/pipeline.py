@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -93,10 +94,16 @@ def _measure(name: str, child_args: list[str], env: dict | None = None) -> dict:
     return {"name": name, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "output": output}
 
 
-def _component_seconds(metadata_path: str) -> dict[str, float]:
-    from pipeline.retrain import latest_run_record
+def _component_seconds(metadata_path: str, output: str | None = None) -> dict[str, float]:
+    """Per-component seconds of the run a child printed (`scarfx: retrain run <id> finished`);
+    without `output`, of the one run in the store (the anchor's fresh store)."""
+    from components.metadata import connect, run_ids, run_outcome
 
-    record = latest_run_record(metadata_path)
+    if output is None:
+        (run_id,) = run_ids(connect(metadata_path))
+    else:
+        run_id = re.search(r"^scarfx: retrain run (\S+) finished", output, re.M).group(1)
+    record = run_outcome(metadata_path, run_id)
     return {node: round(s, 1) for node, s in sorted(record.seconds.items())} | {
         "_cached": len(record.cached), "_executions": len(record.states),
     }
@@ -141,16 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     anchor["components"] = _component_seconds(os.path.join(work, "anchor", "metadata.db"))
     results.append(anchor)
     first = _measure("scarfx first run", ["scarfx", *scarfx_argv])
-    first["components"] = _component_seconds(metadata)
+    first["components"] = _component_seconds(metadata, first["output"])
     results.append(first)
     cached = _measure("scarfx cached re-run", ["scarfx", *scarfx_argv])
-    cached["components"] = _component_seconds(metadata)
+    cached["components"] = _component_seconds(metadata, cached["output"])
     results.append(cached)
     shuffled = rows[:]
     random.Random(2).shuffle(shuffled)
     _write_span(data, 2, shuffled, header)
     retrain = _measure("scarfx new-span retrain", ["scarfx", *scarfx_argv])
-    retrain["components"] = _component_seconds(metadata)
+    retrain["components"] = _component_seconds(metadata, retrain["output"])
     results.append(retrain)
 
     print(f"{'run':42s} {'wall s':>8s} {'x anchor':>9s} {'peak RSS MB':>12s}")

@@ -16,6 +16,8 @@ earlier span that passed this gate. A refused span is never a baseline, and runn
 again is refused again (failed executions are not cached); an unchanged re-run resolves
 the same baseline, so it stays a cache hit.
 """
+import dataclasses
+import json
 import os
 from typing import Dict, List, Optional
 
@@ -25,23 +27,26 @@ from tfx.dsl.components.common import resolver
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.standard_artifacts import ExampleAnomalies, Examples, ExampleStatistics, Schema
 
+from components import metadata
+
 InputArtifact = tfx.dsl.components.InputArtifact
 OutputArtifact = tfx.dsl.components.OutputArtifact
 Parameter = tfx.dsl.components.Parameter
 
 SPLIT = "train"
 DRIFT_FILE = "DriftAnomalies.pbtxt"
+# Beside it: every comparison the gate made, [{feature, measure, value, threshold}], read by the report.
+DRIFT_MEASURES_FILE = "drift_measures.json"
+JSD = "Jensen-Shannon divergence"
+LINF = "L-infinity distance"
 # Custom properties on the gate's output: which statistics artifact passed, of which span.
 ACCEPTED_STATISTICS_ID = "accepted_statistics_id"
 ACCEPTED_SPAN = "accepted_span"
 
 
 def artifact_span(artifact) -> int:
-    """An Examples artifact's span. CsvExampleGen in tfx 1.16 records it as a custom property
-    (StatisticsGen's copy on ExampleStatistics then reads 0), so that is read first."""
-    if "span" in artifact.mlmd_artifact.custom_properties:
-        return artifact.get_int_custom_property("span")
-    return int(artifact.span or 0)
+    """A TFX Examples artifact's span (components/metadata.py says where it is read from); 0 if none."""
+    return metadata.artifact_span(artifact.mlmd_artifact) or 0
 
 
 class DataDriftError(RuntimeError):
@@ -52,7 +57,7 @@ def has_drift_comparators(schema) -> bool:
     return any(f.HasField("drift_comparator") for f in schema.feature)
 
 
-def add_drift_comparators(schema, categorical_linf: float, numeric_jsd: float, skip=()) -> None:
+def add_drift_comparators(schema, categorical_linf: float, numeric_jsd_threshold: float, skip=()) -> None:
     """Sets a drift (and, for TF Serving skew checks elsewhere, skew) comparator on every feature."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -64,7 +69,7 @@ def add_drift_comparators(schema, categorical_linf: float, numeric_jsd: float, s
             if feature.type == schema_pb2.BYTES:
                 comparator.infinity_norm.threshold = categorical_linf
             else:
-                comparator.jensen_shannon_divergence.threshold = numeric_jsd
+                comparator.jensen_shannon_divergence.threshold = numeric_jsd_threshold
 
 
 def _quantile_cdf(num_stats):
@@ -110,18 +115,15 @@ def numeric_jsd(current_num_stats, previous_num_stats) -> float | None:
     previous, current = _quantile_cdf(previous_num_stats), _quantile_cdf(current_num_stats)
     if previous is None or current is None:
         return None
-    cuts = previous[0]
 
     def shares(cdf):
         xs, fs = cdf
         at_cuts = np.interp(cuts, xs, fs, left=0.0, right=1.0)
         return np.diff(np.concatenate([[0.0], at_cuts, [1.0]])).clip(min=0.0)
 
-    p, q = shares(previous), shares(current)
-    # Coarsen to the previous span's deciles: the fine CDFs place the cuts exactly, and ten
-    # bins keep the sampling noise low for a few hundred rows.
-    edges = np.unique(np.interp(np.linspace(0.1, 0.9, 9), previous[1], previous[0]))
-    cuts = edges
+    # The previous span's deciles: the fine CDFs place the cuts exactly, and ten bins keep
+    # the sampling noise low for a few hundred rows.
+    cuts = np.unique(np.interp(np.linspace(0.1, 0.9, 9), previous[1], previous[0]))
     p, q = shares(previous), shares(current)
     p, q = p / p.sum(), q / q.sum()
     m = (p + q) / 2
@@ -137,12 +139,29 @@ def _numeric_features(statistics):
     return {".".join(f.path.step) or f.name: f for f in statistics.datasets[0].features if f.HasField("num_stats")}
 
 
-def find_drift(current, previous, schema, categorical_linf: float, numeric_jsd_threshold: float, skip=()) -> list[str]:
-    """One line per feature whose distribution moved past its threshold.
+@dataclasses.dataclass(frozen=True)
+class DriftMeasure:
+    """One comparison the gate made: the number it decided on, and its threshold."""
+
+    feature: str
+    measure: str  # JSD (numeric) or LINF (categorical)
+    value: float
+    threshold: float
+    why: str = ""  # for a drifted feature: the line the gate prints
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.why)
+
+
+def measure_drift(current, previous, schema, categorical_linf: float, numeric_jsd_threshold: float,
+                  skip=()) -> list[DriftMeasure]:
+    """Every feature the gate compares, with its distance and threshold, by feature name.
 
     `current`/`previous`: DatasetFeatureStatisticsList protos. The schema is copied, never
     changed; see the module docstring for which comparators apply. Categorical features go
-    through TFDV's L-infinity comparator; numeric ones through `numeric_jsd`.
+    through TFDV's L-infinity comparator (its value from TFDV's drift_skew_info); numeric
+    ones through `numeric_jsd`.
     """
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
@@ -158,25 +177,60 @@ def find_drift(current, previous, schema, categorical_linf: float, numeric_jsd_t
             jsd_thresholds[feature.name] = comparator.jensen_shannon_divergence.threshold
             feature.ClearField("drift_comparator")  # computed below, not by TFDV
         feature.ClearField("skew_comparator")
-    lines = {}
     anomalies = tfdv.validate_statistics(current, checked, previous_statistics=previous)
-    linf = anomalies_pb2.AnomalyInfo.Type.Value("COMPARATOR_L_INFTY_HIGH")
-    for feature, info in anomalies.anomaly_info.items():
-        for reason in info.reason:
-            if reason.type == linf:
-                lines[feature] = f"feature {feature!r}: {reason.description}"
+    linf_high = anomalies_pb2.AnomalyInfo.Type.Value("COMPARATOR_L_INFTY_HIGH")
+    why = {feature: reason.description for feature, info in anomalies.anomaly_info.items()
+           for reason in info.reason if reason.type == linf_high}
+    measures = {}
+    for info in anomalies.drift_skew_info:
+        name = ".".join(info.path.step)
+        for m in info.drift_measurements:
+            if m.type == anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY:
+                measures[name] = DriftMeasure(name, LINF, m.value, m.threshold, why.get(name, ""))
     now, before = _numeric_features(current), _numeric_features(previous)
     for name, threshold in jsd_thresholds.items():
         if name not in now or name not in before:
             continue  # a missing feature is the schema check's business
         value = numeric_jsd(now[name].num_stats, before[name].num_stats)
-        if value is not None and value > threshold:
-            lines[name] = (
-                f"feature {name!r}: Jensen-Shannon divergence {value:.3f} over the previous span's quantile "
-                f"bins, above the threshold {threshold:g} (mean {before[name].num_stats.mean:.4g} -> "
-                f"{now[name].num_stats.mean:.4g})"
-            )
-    return [lines[name] for name in sorted(lines)]
+        if value is None:
+            continue
+        reason = ""
+        if value > threshold:
+            reason = (f"{JSD} {value:.3f} over the previous span's quantile bins, above the threshold {threshold:g} "
+                      f"(mean {before[name].num_stats.mean:.4g} -> {now[name].num_stats.mean:.4g})")
+        measures[name] = DriftMeasure(name, JSD, value, threshold, reason)
+    return [measures[name] for name in sorted(measures)]
+
+
+def drift_lines(measures: list[DriftMeasure]) -> list[str]:
+    """One line per drifted feature, as the gate's error lists them."""
+    return [f"feature {m.feature!r}: {m.why}" for m in measures if m.drifted]
+
+
+def find_drift(current, previous, schema, categorical_linf: float, numeric_jsd_threshold: float, skip=()) -> list[str]:
+    """One line per feature whose distribution moved past its threshold (see `measure_drift`)."""
+    return drift_lines(measure_drift(current, previous, schema, categorical_linf, numeric_jsd_threshold, skip))
+
+
+def write_drift_measures(measures: list[DriftMeasure], directory: str) -> None:
+    import tensorflow as tf
+
+    rows = [{"feature": m.feature, "measure": m.measure, "value": m.value, "threshold": m.threshold}
+            for m in measures]
+    with tf.io.gfile.GFile(os.path.join(directory, DRIFT_MEASURES_FILE), "w") as f:
+        json.dump(rows, f, indent=2)
+
+
+def read_drift_measures(directory: str) -> Optional[List[dict]]:
+    """What DriftGate compared, [{feature, measure, value, threshold}]; None when it compared
+    nothing (no earlier span had passed it)."""
+    import tensorflow as tf
+
+    path = os.path.join(directory, DRIFT_MEASURES_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 def _load_statistics(artifact):
@@ -197,27 +251,27 @@ def DriftGate(
     drift: OutputArtifact[ExampleAnomalies],
     baseline_statistics: InputArtifact[ExampleStatistics] = None,
     categorical_linf: Parameter[float] = 0.15,
-    numeric_jsd: Parameter[float] = 0.15,
+    numeric_jsd_threshold: Parameter[float] = 0.15,
     ignore_features: Parameter[str] = "[]",
 ) -> None:
     """`ignore_features`: JSON list of columns never compared (e.g. dropped leaky ones)."""
-    import json
-
     import tensorflow as tf
     import tensorflow_data_validation as tfdv
     from absl import logging
 
     span = artifact_span(examples)
+    tf.io.gfile.makedirs(drift.uri)
     lines: list[str] = []
     if baseline_statistics is None:
         logging.info("DriftGate: no earlier span passed this gate; nothing to compare with")
     else:
         parsed = tfdv.load_schema_text(os.path.join(schema.uri, "schema.pbtxt"))
-        lines = find_drift(
+        measures = measure_drift(
             _load_statistics(statistics), _load_statistics(baseline_statistics), parsed,
-            categorical_linf, numeric_jsd, skip=set(json.loads(ignore_features)),
+            categorical_linf, numeric_jsd_threshold, skip=set(json.loads(ignore_features)),
         )
-    tf.io.gfile.makedirs(drift.uri)
+        write_drift_measures(measures, drift.uri)
+        lines = drift_lines(measures)
     with tf.io.gfile.GFile(os.path.join(drift.uri, DRIFT_FILE), "w") as f:
         f.write("\n".join(lines))
     if lines:

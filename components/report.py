@@ -5,11 +5,12 @@ and they would rather look at one page than read logs. The page shows the gate's
 verdict, the eval metrics against the baseline with the thresholds, which features
 drive predictions (SHAP, models/attributions.py), how pretraining and fine-tuning went
 (with the numeric encoding, ensembling and self-training used), the data summary with
-TFDV anomalies, and drift against the previous statistics when given. Charts are
+TFDV anomalies, and each distance DriftGate compared with its threshold. Charts are
 inline base64 PNGs (matplotlib Agg): the file opens offline, from an e-mail attachment
 or an artifact store, with no network assets.
 
-Artifact: `Report` (TYPE_NAME `scarfx.Report`), a directory holding `report.html`.
+Artifact: `Report` (TYPE_NAME `scarfx.Report`), a directory holding `report.html` and
+`verdict.json`: the run's verdict, computed here once and printed by the command line.
 No `from __future__ import annotations` here: TFX parses the component's annotations.
 """
 
@@ -37,14 +38,15 @@ from tfx.types.standard_artifacts import (
 )
 
 from components.anomalies_gate import describe_anomalies
-from components.evaluation import metric_name, read_evaluation
+from components.drift_gate import read_drift_measures
+from components.evaluation import evaluate_verdict, read_slices, read_thresholds, write_verdict
+from components.metadata import REPORT_FILE, custom_property
 from models.features import SUMMARY_FILE, TRANSFORM_SIGNATURE
 
 InputArtifact = tfx.dsl.components.InputArtifact
 OutputArtifact = tfx.dsl.components.OutputArtifact
 Parameter = tfx.dsl.components.Parameter
 
-REPORT_FILE = "report.html"
 # Eval rows read for attributions: the first 64 are explained against 32 background rows
 # drawn from all of them. About 6 s per run on 2 busy cores; 4x the rows gave the same ranking.
 ATTRIBUTION_SAMPLE_ROWS = 128
@@ -137,34 +139,6 @@ def data_summary(stats) -> list[dict]:
     return rows
 
 
-def _top_shares(feature) -> dict[str, float]:
-    count = max(sum(v.frequency for v in feature.string_stats.top_values), 1.0)
-    return {v.value: v.frequency / count for v in feature.string_stats.top_values}
-
-
-def drift(current, previous) -> list[dict]:
-    """Per shared feature: numeric mean shift in previous-std units, categorical L-inf of top-value shares.
-
-    The same two distances TFDV's drift/skew comparators use as defaults, computed
-    from the statistics alone so no data is re-read.
-    """
-    before = {_feature_name(f): f for f in previous.features}
-    rows = []
-    for f in sorted(current.features, key=_feature_name):
-        old = before.get(_feature_name(f))
-        if old is None:
-            rows.append({"feature": _feature_name(f), "measure": "new feature", "value": None})
-        elif f.HasField("num_stats") and old.HasField("num_stats"):
-            std = old.num_stats.std_dev or 1.0
-            rows.append({"feature": _feature_name(f), "measure": "mean shift (std)",
-                         "value": abs(f.num_stats.mean - old.num_stats.mean) / std})
-        elif f.HasField("string_stats") and old.HasField("string_stats"):
-            a, b = _top_shares(f), _top_shares(old)
-            rows.append({"feature": _feature_name(f), "measure": "L-inf of value shares",
-                         "value": max(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in {*a, *b}) if a or b else 0.0})
-    return rows
-
-
 def read_training_summary(model_run_uri: str) -> dict:
     path = os.path.join(model_run_uri, SUMMARY_FILE)
     if not tf.io.gfile.exists(path):
@@ -208,49 +182,6 @@ def model_attributions(model_uri: str, transform_graph_uri: str, records: list[b
         import gc
 
         gc.collect()
-
-
-def _slice_value(key) -> str:
-    value = getattr(key, key.WhichOneof("kind")) if key.WhichOneof("kind") else ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def read_slices(evaluation_uri: str) -> list[dict]:
-    """Per slice: {slice, metrics: {name: (candidate, baseline)}} from TFMA's output."""
-    import tensorflow_model_analysis as tfma
-
-    slices = []
-    for slice_metrics in tfma.load_metrics(evaluation_uri):
-        keys = slice_metrics.slice_key.single_slice_keys
-        name = ", ".join(f"{k.column}={_slice_value(k)}" for k in keys)
-        values: dict[str, list] = {}
-        for kv in slice_metrics.metric_keys_and_values:
-            if kv.key.is_diff or not kv.value.HasField("double_value"):
-                continue
-            pair = values.setdefault(metric_name(kv.key), [None, None])
-            pair[1 if kv.key.model_name == "baseline" else 0] = kv.value.double_value.value
-        slices.append({"slice": name or "Overall", "metrics": values})
-    return slices
-
-
-def read_thresholds(evaluation_uri: str) -> list[dict]:
-    """The gate's thresholds, from the eval_config.json TFMA stores next to the metrics."""
-    import tensorflow_model_analysis as tfma
-    from google.protobuf import json_format
-
-    with tf.io.gfile.GFile(os.path.join(evaluation_uri, "eval_config.json")) as f:
-        config = json_format.ParseDict(json.load(f)["evalConfig"], tfma.EvalConfig(), ignore_unknown_fields=True)
-    rows = []
-    for spec in config.metrics_specs:
-        suffix = "".join(f"/class_{c}" for c in spec.binarize.class_ids.values)
-        for metric in spec.metrics:
-            t = metric.threshold
-            if not (t.HasField("value_threshold") or t.HasField("change_threshold")):
-                continue
-            floor = t.value_threshold.lower_bound.value if t.value_threshold.HasField("lower_bound") else None
-            change = t.change_threshold.absolute.value if t.change_threshold.HasField("absolute") else None
-            rows.append({"metric": metric.class_name + suffix, "floor": floor, "max_drop": change})
-    return rows
 
 
 def model_settings(training: dict, numeric_encoding: str = "") -> list[tuple[str, str]]:
@@ -520,15 +451,20 @@ def render_html(
               html.escape(r["detail"])] for r in summary_rows],
         ))
 
-    parts.append("<h3>Drift against the previous statistics</h3>")
+    parts.append("<h3>Drift against the last span that passed the drift gate</h3>")
     if drift_rows:
+        # What DriftGate computed and decided on (components/drift_gate.py), nearest its threshold first.
         parts.append(_table(
-            ["feature", "measure", "value"],
-            [[html.escape(r["feature"]), r["measure"], _fmt(r["value"], 3)]
-             for r in sorted(drift_rows, key=lambda r: -(r["value"] or 0.0))],
+            ["feature", "measure", "value", "threshold"],
+            [[html.escape(r["feature"]), html.escape(r["measure"]), _fmt(r["value"], 3), _fmt(r["threshold"], 3)]
+             for r in sorted(drift_rows, key=lambda r: -r["value"] / r["threshold"] if r["threshold"] else 0.0)],
         ))
+        parts.append('<p class="note">A value above its threshold stops the run before Transform.</p>')
+    elif drift_rows is None:
+        parts.append('<p class="note">Nothing to compare with: no earlier span passed the drift gate '
+                     "(first span or first run), or the gate is off.</p>")
     else:
-        parts.append('<p class="note">No previous statistics to compare with (first span or first run).</p>')
+        parts.append('<p class="note">The drift gate compared no feature (no drift comparator applies).</p>')
 
     body = "\n".join(parts)
     return (
@@ -551,19 +487,22 @@ def RunReport(
     evaluation: InputArtifact[ModelEvaluation],
     blessing: InputArtifact[ModelBlessing],
     report: OutputArtifact[Report],
-    previous_statistics: tfx.dsl.components.InputArtifact[ExampleStatistics] = None,
+    drift: InputArtifact[ExampleAnomalies] = None,
     title: Parameter[str] = "scarfx run report",
     numeric_encoding: Parameter[str] = "",
     column_roles: Parameter[str] = "",
 ) -> None:
+    """`drift`: DriftGate's output (None when the gate is off); the page shows the numbers it decided on.
+
+    The run's verdict is computed here, once, and written beside the page (VERDICT_FILE):
+    the command line prints that same verdict (components/metadata.py reads it back).
+    """
     from absl import logging
 
-    blessed = None
-    if "blessed" in blessing.mlmd_artifact.custom_properties:
-        blessed = blessing.get_int_custom_property("blessed") == 1
-    _, _, failures = read_evaluation(evaluation.uri)
+    blessed = custom_property(blessing.mlmd_artifact, "blessed")
+    verdict = evaluate_verdict(evaluation.uri, None if blessed is None else blessed == 1)
+    write_verdict(verdict, report.uri)
     stats = read_statistics(statistics)
-    previous = read_statistics(previous_statistics) if previous_statistics is not None else None
     training = read_training_summary(model_run.uri)
     attributions = None
     try:
@@ -572,8 +511,8 @@ def RunReport(
         logging.warning("report: no attributions: %s", e)
     page = render_html(
         title=title,
-        blessed=blessed,
-        failures=failures,
+        blessed=verdict.blessed,
+        failures=verdict.failures,
         slices=read_slices(evaluation.uri),
         thresholds=read_thresholds(evaluation.uri),
         attributions=attributions,
@@ -581,7 +520,7 @@ def RunReport(
         training=training,
         summary_rows=data_summary(stats) if stats is not None else None,
         anomalies=describe_anomalies(anomalies),
-        drift_rows=drift(stats, previous) if stats is not None and previous is not None else None,
+        drift_rows=read_drift_measures(drift.uri) if drift is not None else None,
         examples_in_stats=int(stats.num_examples) if stats is not None else None,
         numeric_encoding=numeric_encoding,
         # JSON list of pipeline/data_checks.py ColumnRole fields, as the up-front checks decided.

@@ -138,36 +138,35 @@ def cmd_run(args) -> int:
 def cmd_retrain(args) -> int:
     """`scarfx run` with an account of what retraining did: span, cache hits, gate vs baseline, push."""
     cfg = config_from_args(args)
-    from pipeline.retrain import latest_run_record, refusal_reason
     from pipeline.runner import run_pipeline
 
     summary, outcome, elapsed = run_pipeline(cfg)
     cfg = cfg.resolved()
-    record = latest_run_record(cfg.metadata_path)
-    print(f"scarfx: retrain run {record.run_id} finished in {elapsed:.0f}s")
-    if record.span is not None:
+    print(f"scarfx: retrain run {outcome.run_id} finished in {elapsed:.0f}s")
+    if outcome.span is not None:
         window = f" (training window: last {cfg.span_window} spans ingested)" if cfg.span_policy == "window" else ""
-        print(f"scarfx: data span {record.span}, {summary.rows} rows{window}")
+        print(f"scarfx: data span {outcome.span}, {summary.rows} rows{window}")
     else:
         print(f"scarfx: data {summary.rows} rows (not a span directory)")
-    print(f"scarfx: cache hits {len(record.cached)}/{len(record.states)} components"
-          + (f": {', '.join(record.cached)}" if record.cached else ""))
-    if record.executed:
-        print(f"scarfx: ran {', '.join(record.executed)}")
+    print(f"scarfx: cache hits {len(outcome.cached)}/{len(outcome.states)} components"
+          + (f": {', '.join(outcome.cached)}" if outcome.cached else ""))
+    if outcome.executed:
+        print(f"scarfx: ran {', '.join(outcome.executed)}")
     if outcome.metrics:
         print(f"scarfx: new model {_format_metrics(outcome.metrics)}")
     if outcome.baseline_metrics:
         print(f"scarfx: blessed baseline {_format_metrics(outcome.baseline_metrics)}")
     else:
         print("scarfx: no blessed baseline in this evaluation: only the absolute floors applied")
-    if outcome.blessed and record.states.get("Pusher") == "CACHED":
-        print(f"scarfx: verdict BLESSED (unchanged model: version {record.pushed_version} was pushed by an earlier run)")
-    elif outcome.blessed and record.pushed_version is not None:
-        print(f"scarfx: verdict BLESSED; pushed version {record.pushed_version} to {outcome.pushed_to}")
+    if outcome.blessed and outcome.states.get("Pusher") == "CACHED":
+        print(f"scarfx: verdict BLESSED (unchanged model: version {outcome.pushed_version} was pushed by an "
+              "earlier run)")
+    elif outcome.blessed and outcome.pushed_version is not None:
+        print(f"scarfx: verdict BLESSED; pushed version {outcome.pushed_version} to {outcome.pushed_to}")
     elif outcome.blessed:
         print("scarfx: verdict BLESSED (model reused from cache: nothing new to push)")
     else:
-        print(f"scarfx: verdict NOT BLESSED; not pushed: {refusal_reason(outcome)}")
+        print(f"scarfx: verdict NOT BLESSED; not pushed: {outcome.refusal_reason()}")
     return 0
 
 
@@ -213,7 +212,7 @@ def cmd_report(args) -> int:
     import os
 
     cfg = _store_config(args)
-    from pipeline.outcome import run_report_path
+    from components.metadata import run_report_path
 
     metadata_path = cfg.metadata_path
     if not os.path.exists(metadata_path):
@@ -380,7 +379,7 @@ def _main(argv: list[str]) -> int:
 
             return serving_cli.run_serve(args)
         if args.command == "models":
-            from pipeline.outcome import pushed_versions
+            from components.metadata import pushed_versions
             from serving import cli as serving_cli
 
             return serving_cli.run_models(args, pushed_versions)

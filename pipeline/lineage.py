@@ -10,14 +10,18 @@ run than the push: both runs are reported.
 from __future__ import annotations
 
 import dataclasses
-import os
 
-from ml_metadata.proto import metadata_store_pb2
-
-from pipeline.outcome import _custom, connect
-
-_OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-_INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+from components.metadata import (
+    artifact_span,
+    blessed_in,
+    connect,
+    custom_property,
+    input_artifacts,
+    node_and_run,
+    outputs_by_node,
+    producer,
+    pushed_models,
+)
 
 
 class LineageError(LookupError):
@@ -48,38 +52,6 @@ class Lineage:
         return sorted({e.span for e in self.examples if e.span is not None})
 
 
-def _node_and_run(store, execution_id: int) -> tuple[str | None, str | None]:
-    node = run = None
-    for ctx in store.get_contexts_by_execution(execution_id):
-        if ctx.type == "node":
-            node = ctx.name.split(".", 1)[-1]
-        elif ctx.type == "pipeline_run":
-            run = ctx.name
-    return node, run
-
-
-def _producer(store, artifact_id: int):
-    """The execution that first output `artifact_id` (a cached execution re-lists it; skip those)."""
-    events = [e for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in _OUTPUTS]
-    if not events:
-        return None
-    executions = store.get_executions_by_id([e.execution_id for e in events])
-    return min(executions, key=lambda e: (e.create_time_since_epoch, e.id))
-
-
-def _inputs(store, execution_id: int) -> list:
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution_id]) if e.type in _INPUTS]
-    return store.get_artifacts_by_id(sorted(set(ids))) if ids else []
-
-
-def _input_by_key(store, execution_id: int, key: str):
-    """The artifact an execution consumed under input key `key` (e.g. the Pusher's "model")."""
-    for event in store.get_events_by_execution_ids([execution_id]):
-        if event.type in _INPUTS and event.path.steps and event.path.steps[0].key == key:
-            return store.get_artifacts_by_id([event.artifact_id])[0]
-    return None
-
-
 def _upstream_examples(store, model_artifact, max_depth: int = 8) -> list[ExamplesRecord]:
     """ExampleGen's Examples upstream of the model, walking producer executions breadth-first."""
     types = {t.id: t.name for t in store.get_artifact_types()}
@@ -88,18 +60,18 @@ def _upstream_examples(store, model_artifact, max_depth: int = 8) -> list[Exampl
     for _ in range(max_depth):
         next_frontier = []
         for artifact in frontier:
-            execution = _producer(store, artifact.id)
+            execution = producer(store, artifact.id)
             if execution is None:
                 continue
-            node, run = _node_and_run(store, execution.id)
+            node, run = node_and_run(store, execution.id)
             if types.get(artifact.type_id) == "Examples" and node and node.endswith("ExampleGen"):
-                span = artifact.properties["span"].int_value if "span" in artifact.properties else _custom(artifact, "span")
+                span = artifact_span(artifact)
                 version = artifact.properties["version"].int_value if "version" in artifact.properties else None
                 # TFX stores exec properties as custom properties of the execution.
-                input_base = _custom(execution, "input_base")
+                input_base = custom_property(execution, "input_base")
                 found[artifact.id] = ExamplesRecord(span, version, artifact.uri, input_base, run)
                 continue
-            for parent in _inputs(store, execution.id):
+            for parent in input_artifacts(store, execution.id):
                 if parent.id not in seen:
                     seen.add(parent.id)
                     next_frontier.append(parent)
@@ -111,36 +83,24 @@ def _upstream_examples(store, model_artifact, max_depth: int = 8) -> list[Exampl
 
 def model_lineage(metadata_path: str, serving_dir: str, version: int) -> Lineage:
     """Lineage of `<serving_dir>/<version>`; raises LineageError when MLMD has no such push."""
-    if not os.path.exists(metadata_path):
-        raise LineageError(f"no ML Metadata store at {metadata_path}")
-    store = connect(metadata_path)
-    base = os.path.realpath(serving_dir)
-    pushed = None
-    for artifact in store.get_artifacts_by_type("PushedModel"):
-        if _custom(artifact, "pushed") != 1:
-            continue
-        destination = _custom(artifact, "pushed_destination") or ""
-        try:
-            pushed_version = int(_custom(artifact, "pushed_version"))
-        except (TypeError, ValueError):
-            continue
-        if pushed_version == version and os.path.realpath(os.path.dirname(destination.rstrip("/"))) == base:
-            pushed = artifact
-            break
+    try:
+        store = connect(metadata_path)
+    except LookupError as e:
+        raise LineageError(str(e)) from None
+    pushed = pushed_models(store, serving_dir).get(version)
     if pushed is None:
         raise LineageError(f"ML Metadata in {metadata_path} has no push of version {version} to {serving_dir}")
-    pusher = _producer(store, pushed.id)
-    _, push_run = _node_and_run(store, pusher.id)
-    model = _input_by_key(store, pusher.id, "model")
+    pusher = producer(store, pushed.id)
+    _, push_run = node_and_run(store, pusher.id)
+    model = (input_artifacts(store, pusher.id, "model") or [None])[0]
     if model is None:
         raise LineageError(f"the Pusher execution {pusher.id} has no input Model in ML Metadata")
-    trainer = _producer(store, model.id)
-    train_run = _node_and_run(store, trainer.id)[1] if trainer else None
-    blessing = _input_by_key(store, pusher.id, "model_blessing")
-    blessed = None if blessing is None else _custom(blessing, "blessed") == 1
+    trainer = producer(store, model.id)
+    train_run = node_and_run(store, trainer.id)[1] if trainer else None
+    blessed = blessed_in(outputs_by_node(store, push_run)) if push_run else None
     return Lineage(
         version=version,
-        version_dir=_custom(pushed, "pushed_destination"),
+        version_dir=custom_property(pushed, "pushed_destination"),
         push_run_id=push_run or "?",
         train_run_id=train_run,
         model_uri=model.uri,

@@ -182,7 +182,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         examples=example_gen.outputs["examples"],
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
-        previous_statistics=gates.previous_statistics.outputs["statistics"] if gates.previous_statistics else None,
+        drift=gates.drift_gate.outputs["drift"] if gates.drift_gate else None,  # the numbers the gate decided on
         title=f"{cfg.pipeline_name} run report",
         numeric_encoding=cfg.transform.numeric_encoding,  # the Transform's; the report shows it
         column_roles=json.dumps([dataclasses.asdict(r) for r in roles]),
@@ -274,7 +274,7 @@ def _data_gates(cfg: PipelineConfig, example_gen, check_drift: bool) -> DataGate
         schema=schema_gen.outputs["schema"],
         baseline_statistics=previous_statistics.outputs["statistics"],
         categorical_linf=cfg.validation.categorical_linf,
-        numeric_jsd=cfg.validation.numeric_jsd,
+        numeric_jsd_threshold=cfg.validation.numeric_jsd,
         ignore_features=json.dumps(list(cfg.drop_columns)),
     ).with_id(drift_gate_id)
     # After the schema checks: a span that DriftGate records as passed (and later

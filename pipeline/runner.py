@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import time
 
+from components.metadata import RunOutcome, run_outcome
 from pipeline.configs import RUNNERS, ConfigError, PipelineConfig
 from pipeline.data_checks import InputSummary, inspect_csv_input, stage_normalised_copy
-from pipeline.outcome import RunOutcome, latest_run_outcome
 
 
 def make_runner(runner: str):
@@ -27,6 +28,21 @@ def make_runner(runner: str):
 
         return tfx.orchestration.LocalDagRunner()
     raise ConfigError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+
+
+def compile_with_run_id(pipeline, run_id: str):
+    """The pipeline's IR with TFX's run-id parameter bound to `run_id`.
+
+    Local and Beam DAG runners bind it to a timestamp of their own inside `run`, and only
+    while it is still unbound; binding it first is how the caller knows which
+    `pipeline_run` context is this run, and reads back this run's verdict, not the newest.
+    """
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.portable import runtime_parameter_utils, tfx_runner
+
+    ir = tfx_runner._make_pipeline_proto(pipeline)  # what TfxRunner.run does before run_with_ir
+    runtime_parameter_utils.substitute_runtime_parameter(ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    return ir
 
 
 def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
@@ -57,7 +73,8 @@ def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
 
     orchestrator, pipeline = make_runner(cfg.runner), create_pipeline(cfg, binary=summary.binary, roles=summary.roles)
     track_components()  # one `scarfx: [ 12.3s] Trainer started` line per node start/finish
+    run_id = datetime.datetime.now().isoformat()  # the format LocalDagRunner gives its runs
     start = time.monotonic()
-    orchestrator.run(pipeline)
+    orchestrator.run_with_ir(compile_with_run_id(pipeline, run_id))
     elapsed = time.monotonic() - start
-    return summary, latest_run_outcome(cfg.metadata_path), elapsed
+    return summary, run_outcome(cfg.metadata_path, run_id), elapsed

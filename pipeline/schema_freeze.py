@@ -12,6 +12,7 @@ import datetime
 import os
 import re
 
+from components.metadata import latest_schema
 from pipeline.configs import ConfigError, PipelineConfig
 
 SCHEMA_FILE = "schema.pbtxt"
@@ -20,15 +21,12 @@ _VERSIONED = re.compile(r"^schema_v(\d+)\.pbtxt$")
 
 def latest_schema_artifact(metadata_path: str):
     """The newest Schema artifact recorded in ML Metadata (SchemaGen or ImportSchemaGen output)."""
-    from pipeline.outcome import connect
-
     if not os.path.exists(metadata_path):
         raise ConfigError(f"no pipeline metadata at {metadata_path}; run `scarfx run` first or pass --pipeline-root")
-    store = connect(metadata_path)
-    schemas = [a for a in store.get_artifacts_by_type("Schema") if a.state == a.LIVE]
-    if not schemas:
-        raise ConfigError(f"no schema recorded in {metadata_path}; run `scarfx run` first")
-    return max(schemas, key=lambda a: a.id)
+    try:
+        return latest_schema(metadata_path)
+    except LookupError as e:
+        raise ConfigError(str(e)) from None
 
 
 def next_versioned_path(directory: str) -> str:

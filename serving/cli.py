@@ -320,7 +320,7 @@ def run_models(args, pushed_versions=None) -> int:
 
     `pushed_versions(metadata_path, serving_dir)` -> {version: a record with run_id,
     blessed, metrics, baseline_metrics} reads the pipeline's ML Metadata for `models list`
-    (the `scarfx` command line passes pipeline.outcome.pushed_versions); without it the
+    (the `scarfx` command line passes components.metadata.pushed_versions); without it the
     list shows what the serving dir alone tells.
     """
     import json

@@ -110,6 +110,15 @@ def version_dirs(serving_dir):
     return sorted(int(d) for d in os.listdir(serving_dir) if d.isdigit())
 
 
+def run_id_of(output):
+    """The run id `scarfx run` / `retrain` printed (`scarfx: [retrain ]run <id> finished in ...`)."""
+    import re
+
+    found = re.findall(r"^scarfx: (?:retrain )?run (\S+) finished in", output, re.M)
+    assert len(found) == 1, output
+    return found[0]
+
+
 def run_cli(argv):
     """Runs `scarfx ...` in-process (one TF import for the whole session), capturing stdout."""
     from pipeline.cli import main
@@ -150,3 +159,54 @@ def pipeline_run(taxi_sample, tmp_path_factory):
          "--pipeline-root", root, "--serving-dir", serving]
     )
     return PipelineRun(data, holdout, str(config), root, serving, code, output)
+
+
+@dataclasses.dataclass
+class WeakRun:
+    result: object  # subprocess.CompletedProcess of `scarfx run`
+    pipeline_root: str
+    serving_dir: str
+    metadata: str  # shared with the session pipeline_run: a copy of its store, with this run added
+
+
+@pytest.fixture(scope="session")
+def weak_run(pipeline_run, tmp_path_factory):
+    """A second pipeline (`weak`), run as a user runs it (its own process), on a table that
+    is 90% one class, with features that carry no signal, one epoch of each stage and
+    floors at 0: only the trivial-model thresholds can refuse it, and they must.
+
+    It records its run into a copy of the session run's ML Metadata store (whose artifacts
+    stay where they are, only read), so the store holds two pipelines' runs: the one
+    blessed, the other refused (tests/components/test_metadata.py).
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path_factory.mktemp("weak")
+    rnd = random.Random(5)
+    rows = ["x1,x2,shade,y"] + [
+        f"{rnd.gauss(0, 1):.4f},{rnd.random() * 10:.3f},{rnd.choice('abcd')},{'yes' if rnd.random() < 0.1 else 'no'}"
+        for _ in range(400)
+    ]
+    data = work / "imbalanced.csv"
+    data.write_text("\n".join(rows) + "\n")
+    config = work / "config.yaml"
+    config.write_text(
+        "pipeline_name: weak\n"
+        "gate:\n  min_accuracy: 0.0\n  min_auc: 0.0\n"
+        "scarf:\n  pretrain_epochs: 1\n  finetune_epochs: 1\n  ensemble_size: 1\n  encoder_width: 32\n"
+        "  head_width: 32\n"
+    )
+    root, serving = work / "root", work / "serving"
+    root.mkdir()
+    metadata = str(root / "metadata.sqlite")
+    shutil.copyfile(os.path.join(pipeline_run.pipeline_root, "metadata.sqlite"), metadata)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--data", str(data), "--label", "y", "--config", str(config),
+         "--pipeline-root", str(root), "--serving-dir", str(serving)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True, text=True, env=env, timeout=840,
+    )
+    return WeakRun(result, str(root), str(serving), metadata)

@@ -83,6 +83,23 @@ def test_skipped_columns_are_never_compared(stats, schema):
     assert sorted(line.split("'")[1] for line in both) == ["fare", "tips"]
 
 
+def test_every_comparison_is_measured_with_the_number_and_threshold_the_gate_used(stats, schema):
+    from components import drift_gate
+    from components.drift_gate import drift_lines, measure_drift, numeric_jsd
+
+    measures = {m.feature: m for m in measure_drift(stats["fare_moved"], stats["base"], schema, 0.3, JSD)}
+    assert set(measures) == {"company", "fare", "hour", "tips"}
+    fare, company = measures["fare"], measures["company"]
+    assert fare.measure == drift_gate.JSD and fare.threshold == pytest.approx(JSD) and fare.drifted
+    numeric = {f.path.step[0]: f for f in stats["fare_moved"].datasets[0].features}
+    previous = {f.path.step[0]: f for f in stats["base"].datasets[0].features}
+    assert fare.value == pytest.approx(numeric_jsd(numeric["fare"].num_stats, previous["fare"].num_stats))
+    assert company.measure == drift_gate.LINF and company.threshold == pytest.approx(0.3) and not company.drifted
+    assert 0.0 < company.value < 0.1  # same shares, sampling noise only
+    assert not measures["hour"].drifted
+    assert drift_lines(list(measures.values())) == find_drift(stats["fare_moved"], stats["base"], schema, 0.3, JSD)
+
+
 def test_categorical_shift_is_caught_by_l_infinity(stats, schema):
     lines = find_drift(stats["company_moved"], stats["base"], schema, LINF, JSD)
     assert len(lines) == 1 and lines[0].startswith("feature 'company'") and "Linfty" in lines[0]

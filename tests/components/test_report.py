@@ -100,31 +100,21 @@ def test_report_renders_in_headless_chromium(pipeline_run, chromium, tmp_path):
     assert os.path.getsize(screenshot) > 50_000  # a rendered page, not a blank one
 
 
-def _stats(fare_mean, cash_share):
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    stats = statistics_pb2.DatasetFeatureStatistics(num_examples=100)
-    fare = stats.features.add()
-    fare.path.step.append("fare")
-    fare.num_stats.mean, fare.num_stats.std_dev = fare_mean, 2.0
-    payment = stats.features.add()
-    payment.path.step.append("payment_type")
-    payment.string_stats.unique = 2
-    payment.string_stats.top_values.add(value="Cash", frequency=100 * cash_share)
-    payment.string_stats.top_values.add(value="Credit Card", frequency=100 * (1 - cash_share))
-    return stats
-
-
-def test_drift_measures_shift_against_previous_statistics():
+def test_drift_section_shows_the_gates_numbers_and_thresholds():
     from components import report
 
-    rows = {r["feature"]: r for r in report.drift(_stats(13.0, 0.7), _stats(10.0, 0.5))}
-    assert rows["fare"]["value"] == pytest.approx(1.5)  # (13 - 10) / previous std 2
-    assert rows["payment_type"]["value"] == pytest.approx(0.2)  # Cash share 0.5 -> 0.7
+    rows = [{"feature": "payment_type", "measure": "L-infinity distance", "value": 0.02, "threshold": 0.15},
+            {"feature": "fare", "measure": "Jensen-Shannon divergence", "value": 0.12, "threshold": 0.15}]
     page = report.render_html(title="t", blessed=False, failures=["AUC: below 0.5"], slices=[], thresholds=[],
-                              drift_rows=list(rows.values()))
+                              drift_rows=rows)
     assert "NOT BLESSED" in page and "AUC: below 0.5" in page
-    assert page.index(">fare<") < page.index(">payment_type<")  # largest drift first
+    flat = page.replace("\n", "")
+    assert "<td>fare</td><td>Jensen-Shannon divergence</td><td>0.120</td><td>0.150</td>" in flat
+    assert "<td>payment_type</td><td>L-infinity distance</td><td>0.020</td><td>0.150</td>" in flat
+    assert page.index(">fare<") < page.index(">payment_type<")  # nearest its threshold first
+    assert "mean shift" not in page
+    none = report.render_html(title="t", blessed=True, failures=[], slices=[], thresholds=[], drift_rows=None)
+    assert "no earlier span passed the drift gate" in none
 
 
 def test_training_section_shows_the_encodings_and_ensembling_used():

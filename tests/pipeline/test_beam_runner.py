@@ -28,7 +28,7 @@ def test_beam_dag_runner_runs_example_gen_in_a_worker_process(tmp_path):
 
     from pipeline.configs import bundled_taxi_csv, config_from_dict
     from pipeline.pipeline import csv_input
-    from pipeline.runner import make_runner
+    from pipeline.runner import compile_with_run_id, make_runner
 
     with open(bundled_taxi_csv(), newline="") as f:
         rows = list(csv.reader(f))[: ROWS + 1]
@@ -51,12 +51,16 @@ def test_beam_dag_runner_runs_example_gen_in_a_worker_process(tmp_path):
     )
     runner = make_runner(cfg.runner)
     assert isinstance(runner, BeamDagRunner) and isinstance(make_runner("local"), LocalDagRunner)
-    runner.run(pipeline)
+    runner.run_with_ir(compile_with_run_id(pipeline, "run-chosen-by-scarfx"))
 
     store = metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path))
     (execution,) = store.get_executions()
     assert execution.last_known_state == metadata_store_pb2.Execution.COMPLETE
+    # The run is recorded under the id scarfx chose, not a timestamp of the runner's own.
+    (run,) = store.get_contexts_by_type("pipeline_run")
+    assert run.name == "run-chosen-by-scarfx"
+    assert [e.id for e in store.get_executions_by_context(run.id)] == [execution.id]
     (examples,) = store.get_artifacts_by_type("Examples")
     counts = {}
     for split in ("train", "eval"):

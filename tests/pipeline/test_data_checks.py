@@ -131,8 +131,8 @@ def test_excel_export_with_bom_crlf_quoted_header_and_multiline_cells_trains_pus
     import os
     import random
 
-    from pipeline.retrain import latest_run_record
-    from tests.conftest import run_cli
+    from components.metadata import run_outcome
+    from tests.conftest import run_cli, run_id_of
 
     rnd = random.Random(3)
     lines = ['"deny","income","note"']
@@ -154,7 +154,7 @@ def test_excel_export_with_bom_crlf_quoted_header_and_multiline_cells_trains_pus
     assert "verdict BLESSED" in output and len(os.listdir(serving)) == 1, output
     code, output = run_cli(argv)
     assert code == 0, output
-    record = latest_run_record(str(root / "metadata.sqlite"))
+    record = run_outcome(str(root / "metadata.sqlite"), run_id_of(output))
     assert record.states["CsvExampleGen"] == "CACHED" and record.states["Trainer"] == "CACHED", record.states
 
 

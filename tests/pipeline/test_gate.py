@@ -116,47 +116,13 @@ def test_tfma_margin_refuses_a_small_win_and_passes_a_real_one(tmp_path):
 
 
 
-@pytest.fixture(scope="module")
-def weak_run(tmp_path_factory):
-    """`scarfx run` as a user runs it (its own process) on a table that is 90% one class,
-    with features that carry no signal, one epoch of each stage and floors at 0."""
-    import os
-    import random
-    import subprocess
-    import sys
-
-    work = tmp_path_factory.mktemp("weak")
-    rnd = random.Random(5)
-    rows = ["x1,x2,shade,y"] + [
-        f"{rnd.gauss(0, 1):.4f},{rnd.random() * 10:.3f},{rnd.choice('abcd')},{'yes' if rnd.random() < 0.1 else 'no'}"
-        for _ in range(400)
-    ]
-    data = work / "imbalanced.csv"
-    data.write_text("\n".join(rows) + "\n")
-    config = work / "config.yaml"
-    config.write_text(
-        "gate:\n  min_accuracy: 0.0\n  min_auc: 0.0\n"
-        "scarf:\n  pretrain_epochs: 1\n  finetune_epochs: 1\n  ensemble_size: 1\n  encoder_width: 32\n"
-        "  head_width: 32\n"
-    )
-    serving = work / "serving"
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--data", str(data), "--label", "y", "--config", str(config),
-         "--pipeline-root", str(work / "root"), "--serving-dir", str(serving)],
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-        capture_output=True, text=True, env=env, timeout=840,
-    )
-    return result, serving
-
-
 @pytest.mark.e2e
 def test_weak_model_on_an_imbalanced_table_is_not_blessed_and_nothing_is_pushed(weak_run):
     """Only the trivial-model thresholds can refuse it (the floors are 0), and they must."""
     import os
     import re
 
-    result, serving = weak_run
+    result, serving = weak_run.result, weak_run.serving_dir
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     verdict = [line for line in result.stdout.splitlines() if "verdict" in line]
@@ -168,7 +134,7 @@ def test_weak_model_on_an_imbalanced_table_is_not_blessed_and_nothing_is_pushed(
     eval_line = next(line for line in result.stdout.splitlines() if line.startswith("scarfx: eval"))
     assert f"majority-class rate {rate:.4f}" in eval_line
     assert "floor" not in verdict[0]  # the absolute floors (0) held
-    assert not serving.exists() or not os.listdir(serving)
+    assert not os.path.exists(serving) or not os.listdir(serving)
     assert "pushed to" not in output
 
 
@@ -176,7 +142,7 @@ def test_weak_model_on_an_imbalanced_table_is_not_blessed_and_nothing_is_pushed(
 def test_a_finished_run_prints_only_scarfx_lines(weak_run):
     """No native (absl/XLA/TF C++) log lines without --verbose, and no `Exception ignored in:
     <function AtomicFunction.__del__ ...>` traceback after the run ended."""
-    result, _ = weak_run
+    result = weak_run.result
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "absl::InitializeLog" not in result.stderr and "XLA" not in result.stderr, result.stderr

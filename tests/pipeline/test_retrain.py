@@ -6,7 +6,7 @@ every component execution of that run is a cache hit (counted in ML Metadata).
 """
 import pytest
 
-from tests.conftest import run_cli, taxi_span_workspace, version_dirs, write_span
+from tests.conftest import run_cli, run_id_of, taxi_span_workspace, version_dirs, write_span
 
 # Span 1 must be blessed, and the gate refuses a model that does not beat the eval
 # split's majority-class rate. 600-row spans leave 117 eval rows and ~430 training rows:
@@ -26,9 +26,8 @@ scarf:
 
 @pytest.mark.e2e
 def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
+    from components.metadata import run_outcome
     from pipeline.lineage import model_lineage
-    from pipeline.outcome import latest_run_outcome
-    from pipeline.retrain import latest_run_record
     from serving.promotion import served_version
 
     w = taxi_span_workspace(tmp_path, CONFIG, seed=11)
@@ -39,26 +38,28 @@ def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
     write_span(data, 1, header, rows[:SPAN_ROWS])
     code, out = run_cli(argv)
     assert code == 0, out
-    first = latest_run_record(metadata)
-    outcome = latest_run_outcome(metadata)
+    first = run_outcome(metadata, run_id_of(out))
     assert first.span == 1, out
-    assert outcome.blessed is True, out
+    assert first.blessed is True, out
     assert first.pushed_version is not None and version_dirs(serving) == [first.pushed_version]
     assert "data span 1" in out and "no blessed baseline in this evaluation" in out and "pushed version" in out
     assert "Trainer started" in out and "pretrain epoch 1/2" in out  # progress lines
     lineage = model_lineage(metadata, serving, served_version(serving, "scarfx"))
-    assert lineage.spans == [1] and lineage.push_run_id == first.run_id
+    assert lineage.spans == [1] and lineage.push_run_id == first.run_id and lineage.blessed is True
 
     # Run 2: a new span arrives; the new model is gated against span 1's blessed model.
     write_span(data, 2, header, rows[SPAN_ROWS:2 * SPAN_ROWS])
     code, out = run_cli(argv)
     assert code == 0, out
-    second = latest_run_record(metadata)
-    outcome = latest_run_outcome(metadata)
+    second = run_outcome(metadata, run_id_of(out))
     assert second.span == 2 and second.run_id != first.run_id
-    assert outcome.baseline_metrics, out  # compared with span 1's model
+    assert second.baseline_metrics, out  # compared with span 1's model
     assert second.states["Trainer"] == "COMPLETE"
-    if outcome.blessed:
+    # The report shows the numbers DriftGate decided on: span 2 against span 1, each with its threshold.
+    page = open(second.report_path, encoding="utf-8").read()
+    assert "<td>Jensen-Shannon divergence</td>" in page and "<td>L-infinity distance</td>" in page
+    assert "<td>0.150</td>" in page  # validation.numeric_jsd / categorical_linf defaults
+    if second.blessed:
         assert second.pushed_version is not None
         assert version_dirs(serving) == sorted([first.pushed_version, second.pushed_version])
         assert "verdict BLESSED; pushed version" in out
@@ -74,7 +75,7 @@ def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
     versions_before = version_dirs(serving)
     code, out = run_cli(argv)
     assert code == 0, out
-    third = latest_run_record(metadata)
+    third = run_outcome(metadata, run_id_of(out))
     assert third.run_id not in (first.run_id, second.run_id)
     assert third.span == 2
     assert len(third.states) >= 8, third.states  # ExampleGen ... Evaluator (+ Pusher when blessed)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_id_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -25,7 +25,7 @@ CONFIG = "drop_columns: [tips]\nscarf:\n  pretrain_epochs: 2\n  finetune_epochs:
 def test_killed_run_resumes_with_cached_components_and_consistent_metadata(pipeline_run, tmp_path):
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipeline.outcome import connect
+    from components.metadata import connect, run_context, run_ids
 
     assert pipeline_run.exit_code == 0, pipeline_run.output
     root, serving = tmp_path / "root", tmp_path / "serving"
@@ -54,10 +54,10 @@ def test_killed_run_resumes_with_cached_components_and_consistent_metadata(pipel
     assert code == 0, output
 
     store = connect(str(root / "metadata.sqlite"))
-    runs = sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
-    assert len(runs) >= 3  # the session's run(s), the killed one, the re-run
+    assert len(run_ids(store)) >= 3  # the session's run(s), the killed one, the re-run
+    rerun = run_context(store, run_id_of(output))
     states = {}
-    for e in store.get_executions_by_context(runs[-1].id):
+    for e in store.get_executions_by_context(rerun.id):
         node = next(c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(e.id) if c.type == "node")
         states[node] = metadata_store_pb2.Execution.State.Name(e.last_known_state)
     cached = sorted(n for n, s in states.items() if s == "CACHED")
@@ -65,7 +65,7 @@ def test_killed_run_resumes_with_cached_components_and_consistent_metadata(pipel
     assert set(states.values()) <= {"COMPLETE", "CACHED"}, states
     assert states.get("Trainer") == "COMPLETE", states
     # Every artifact the new run reads or writes exists on disk: nothing points at the killed run's debris.
-    events = store.get_events_by_execution_ids([e.id for e in store.get_executions_by_context(runs[-1].id)])
+    events = store.get_events_by_execution_ids([e.id for e in store.get_executions_by_context(rerun.id)])
     for a in store.get_artifacts_by_id(list({ev.artifact_id for ev in events})):
         if a.state == metadata_store_pb2.Artifact.LIVE:
             assert os.path.exists(a.uri), a

@@ -151,34 +151,42 @@ def write_rows_csv(path: str, rows: int, seed: int = 0, taxi: pd.DataFrame | Non
 
 
 class TreeRss:
-    """Samples the summed RSS of a process and all its descendants; peak overall and per phase."""
+    """Samples a process and all its descendants: summed RSS (peak overall and per phase) and
+    CPU seconds per phase (less sensitive than wall time to other jobs on a shared machine)."""
 
     def __init__(self, pid: int):
         self.root = psutil.Process(pid)
         self.phase = "startup"
         self.peak = 0
         self.peak_by_phase: dict[str, int] = {}
+        self.cpu_by_phase: dict[str, float] = {}
+        self._cpu = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> int:
-        total = 0
+    def _sample(self) -> tuple[int, float]:
+        rss, cpu = 0, 0.0
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
-            return 0
+            return 0, self._cpu
         for p in procs:
             try:
-                total += p.memory_info().rss
+                rss += p.memory_info().rss
+                t = p.cpu_times()
+                cpu += t.user + t.system + (t.children_user + t.children_system if p is self.root else 0.0)
             except psutil.Error:
                 pass
-        return total
+        return rss, max(cpu, self._cpu)
 
     def _run(self):
         while not self._stop.is_set():
-            rss = self._sample()
+            phase = self.phase
+            rss, cpu = self._sample()
             self.peak = max(self.peak, rss)
-            self.peak_by_phase[self.phase] = max(self.peak_by_phase.get(self.phase, 0), rss)
+            self.peak_by_phase[phase] = max(self.peak_by_phase.get(phase, 0), rss)
+            self.cpu_by_phase[phase] = self.cpu_by_phase.get(phase, 0.0) + cpu - self._cpu
+            self._cpu = cpu
             self._stop.wait(RSS_SAMPLE_S)
 
     def __enter__(self):
@@ -225,6 +233,8 @@ def run_scarfx(csv_path: str, root: str, log_path: str, config: str | None = Non
         "peak_rss_mb": round(rss.peak / mb),
         "peak_rss_by_component_mb": {k: round(v / mb) for k, v in sorted(rss.peak_by_phase.items())},
         "max_single_process_rss_mb": round(usage.ru_maxrss / 1024),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "cpu_by_component_s": {k: round(v, 1) for k, v in sorted(rss.cpu_by_phase.items())},
         "loadavg_1m_before": round(load_before, 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
@@ -258,18 +268,19 @@ def slopes(results: list[dict], axis: str, size_key: str) -> dict:
 
 def markdown(results: list[dict], summary: dict) -> str:
     """Tables: one row per table size, then seconds per component for the first runs."""
-    lines = ["| axis | rows | features | CSV MB | first run s | cached re-run s | peak RSS MB (tree) "
-             "| rows/s | load avg (1 min) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| axis | rows | features | CSV MB | first run s | CPU s | cached re-run s | peak RSS MB (tree) "
+             "| rows/s | load avg (1 min) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         first, again = r.get("first", {}), r.get("rerun", {})
         lines.append(
             f"| {r['axis']} | {r['rows']:,} | {r['features']} | {r['bytes'] / 1e6:.1f} | {first.get('wall_s', '–')} "
-            f"| {again.get('wall_s', '–')} | {first.get('peak_rss_mb', '–')} "
+            f"| {first.get('cpu_s', '–')} | {again.get('wall_s', '–')} | {first.get('peak_rss_mb', '–')} "
             f"| {r['rows'] / first['wall_s']:,.0f} | {first.get('loadavg_1m_before', '–')}–"
             f"{first.get('loadavg_1m_after', '–')} |" if first else f"| {r['axis']} | {r['rows']:,} | – |")
     components = sorted({c for r in results for c in r.get("first", {}).get("components_s", {})})
     if components:
-        lines += ["", "First run, seconds per component (ML Metadata) and peak tree RSS MB while it ran:", "",
+        lines += ["", "First run, per component: wall seconds (ML Metadata), CPU seconds and peak RSS MB of the "
+                      "process tree while it ran:", "",
                   "| component | " + " | ".join(f"{r['axis']} {_size(r)}" for r in results) + " |",
                   "|---|" + "---|" * len(results)]
         for c in components:
@@ -277,7 +288,9 @@ def markdown(results: list[dict], summary: dict) -> str:
             for r in results:
                 s = r.get("first", {}).get("components_s", {}).get(c)
                 m = r.get("first", {}).get("peak_rss_by_component_mb", {}).get(c)
-                cells.append("–" if s is None else f"{s:.1f} s" + (f" / {m} MB" if m else ""))
+                cpu = r.get("first", {}).get("cpu_by_component_s", {}).get(c)
+                cells.append("–" if s is None else f"{s:.1f} s" + (f" / {cpu:.0f} CPU s" if cpu is not None else "")
+                             + (f" / {m} MB" if m else ""))
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
     for axis, key in (("rows", "rows"), ("width", "features")):
         s = summary.get(f"slope_{axis}")

@@ -101,4 +101,6 @@ def test_slopes_and_markdown_read_the_results():
     assert 0 < s["wall"] < 1
     text = scale.markdown(runs, {"slope_rows": s})
     assert "| rows | 150,000 | 17 |" in text and "| Transform | 7.5 s / 800 MB | 75.0 s / 800 MB |" in text
+    runs[0]["first"]["cpu_by_component_s"] = {"Transform": 9.0}
+    assert "| Transform | 7.5 s / 9 CPU s / 800 MB |" in scale.markdown(runs, {})
     assert not math.isnan(s["wall"])

@@ -86,11 +86,14 @@ def _numeric_with_nan(x) -> tf.Tensor:
 
 
 def _zscore(values: tf.Tensor, z_clip: float) -> tf.Tensor:
-    """[B] with NaN = missing -> z-score over the observed training values, NaN kept."""
-    present = tf.logical_not(tf.math.is_nan(values))
-    observed = tf.boolean_mask(values, present)
-    mean = tft.mean(observed, output_dtype=tf.float32)
-    var = tft.var(observed, output_dtype=tf.float32)
+    """[B, D] with NaN = missing -> z-score of each column over its observed training values, NaN kept.
+
+    One mean and one variance analyzer over all D columns (reduce_instance_dims=False),
+    not two per column: TFT's mean/var skip NaN element by element, so each column's
+    statistics are those of its observed values, as with a per-column boolean mask.
+    """
+    mean = tft.mean(values, reduce_instance_dims=False, output_dtype=tf.float32)
+    var = tft.var(values, reduce_instance_dims=False, output_dtype=tf.float32)
     # A column that is entirely missing (or constant) carries no signal: map it to 0.
     mean = tf.where(tf.math.is_finite(mean), mean, 0.0)
     std = tf.where(tf.math.is_finite(var) & (var > 0.0), tf.sqrt(var), 1.0)
@@ -240,13 +243,15 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
             )
         else:
             numeric[name] = _numeric_with_nan(x)
-    if numeric and config["numeric_encoding"] == "quantile_normal":
-        encoded = _quantile_normal(tf.stack(list(numeric.values()), axis=1), int(config["num_quantiles"]))
+    if numeric:
+        # Statistics of all numeric columns at once ([B, D]); still one output per feature.
+        stacked = tf.stack(list(numeric.values()), axis=1)
+        if config["numeric_encoding"] == "quantile_normal":
+            encoded = _quantile_normal(stacked, int(config["num_quantiles"]))
+        else:
+            encoded = _zscore(stacked, config["z_clip"])
         for i, name in enumerate(numeric):
             outputs[features.numeric_name(name)] = encoded[:, i]
-    else:
-        for name, values in numeric.items():
-            outputs[features.numeric_name(name)] = _zscore(values, config["z_clip"])
 
     strings, present = _label_strings(inputs[label], config["na_values"])
     # Vocabulary only over labelled rows; ordered by frequency, ties by value.

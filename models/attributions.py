@@ -87,6 +87,25 @@ def classifier_predict_fn(classifier, layout: FeatureLayout, batch_size: int = 8
     return predict
 
 
+# The permutation explainer needs 2 * M + 1 evaluations per row for one forward-and-back
+# permutation of M features; 10 permutations keep the estimate's noise small.
+PERMUTATIONS = 10
+# Evaluations (each on every background row) for all explained rows together: 64 rows x 10
+# permutations up to 50 features. Past that, fewer permutations, then fewer rows, so the
+# cost stays linear in M (an evaluation costs ~M) instead of M^2: at 300 features one
+# permutation of all 64 rows, at 1,000 features one permutation of 32 rows.
+EVALUATION_BUDGET = 64 * PERMUTATIONS * (2 * 50 + 1)
+MIN_EXPLAINED_ROWS = 8
+
+
+def evaluation_plan(num_features: int, rows: int, budget: int = EVALUATION_BUDGET) -> tuple[int, int]:
+    """(rows to explain, evaluations per row) within `budget` evaluations in all."""
+    one_permutation = 2 * num_features + 1
+    permutations = max(1, min(PERMUTATIONS, budget // (rows * one_permutation)))
+    rows = max(min(rows, MIN_EXPLAINED_ROWS), min(rows, budget // (permutations * one_permutation)))
+    return rows, permutations * one_permutation
+
+
 def explain(
     predict: PredictFn,
     matrix: np.ndarray,
@@ -94,8 +113,10 @@ def explain(
     background_rows: int = 32,
     explain_rows: int = 64,
     seed: int = 0,
+    budget: int = EVALUATION_BUDGET,
 ) -> Attributions:
-    """SHAP values for the first `explain_rows` rows, against `background_rows` sampled rows.
+    """SHAP values for the first `explain_rows` rows (fewer on wide tables: `evaluation_plan`),
+    against `background_rows` sampled rows.
 
     The background is drawn from the same matrix (the eval sample), so "feature absent"
     means "feature set to a typical eval value", not to zero.
@@ -108,12 +129,10 @@ def explain(
         raise ValueError(f"need at least 2 rows to explain, got {len(matrix)}")
     rng = np.random.default_rng(seed)
     background = matrix[rng.choice(len(matrix), size=min(background_rows, len(matrix)), replace=False)]
-    rows = matrix[:explain_rows]
+    explained, max_evals = evaluation_plan(matrix.shape[1], min(explain_rows, len(matrix)), budget)
+    rows = matrix[:explained]
     probabilities = predict(rows)
     predicted = probabilities.argmax(axis=1)
-    # The permutation explainer needs at least 2 * M + 1 evaluations per row for one
-    # forward-and-back permutation; 10 permutations keep the estimate's noise small.
-    max_evals = 10 * (2 * matrix.shape[1] + 1)
     explainer = shap.PermutationExplainer(predict, shap.maskers.Independent(background), seed=seed)
     explanation = explainer(rows, max_evals=max_evals, silent=True)
     values = np.asarray(explanation.values)  # [N, M, K]

@@ -77,20 +77,44 @@ def _to_dense_with_mask(x: tf.Tensor | tf.SparseTensor) -> tuple[tf.Tensor, tf.T
     return x, tf.ones_like(x, dtype=tf.bool)
 
 
-def _numeric_with_nan(x) -> tf.Tensor:
-    """[B] float32; a missing, NaN or inf cell is NaN (missing, not a value)."""
-    values, present = _to_dense_with_mask(x)
-    values = tf.cast(values, tf.float32)
-    present = tf.logical_and(present, tf.math.is_finite(values))
-    return tf.where(present, values, tf.constant(float("nan"), tf.float32))
+def _numeric_columns(columns: dict[str, Any]) -> tf.Tensor:
+    """[B, D] float32 of D numeric features (raw inputs or [B] derived tensors); a missing, NaN
+    or inf cell is NaN (missing, not a value).
+
+    Two or three ops per column (slice, cast, to_dense), sharing their constants: the
+    Transform graph is imported several times per run, and with the generic
+    `_to_dense_with_mask` (about 80 ops a column) its size dominated Transform's time on
+    wide tables (300 columns: 26,000 ops, 5,000 now).
+    """
+    nan = tf.constant(float("nan"), tf.float32)
+    start = tf.zeros([2], tf.int64)
+    shape = None
+    for x in columns.values():
+        if isinstance(x, tf.SparseTensor):
+            shape = tf.stack([x.dense_shape[0], tf.constant(1, tf.int64)])
+            break
+    dense = []
+    for x in columns.values():
+        if isinstance(x, tf.SparseTensor):
+            # The first value of each row (CSV cells are scalars); an absent cell is NaN.
+            first = tf.sparse.slice(x, start, shape)
+            first = tf.SparseTensor(first.indices, tf.cast(first.values, tf.float32), shape)
+            dense.append(tf.sparse.to_dense(first, default_value=nan))
+        else:
+            dense.append(tf.reshape(tf.cast(x, tf.float32), [-1, 1]))
+    values = tf.concat(dense, axis=1)
+    return tf.where(tf.math.is_finite(values), values, nan)
 
 
 def _zscore(values: tf.Tensor, z_clip: float) -> tf.Tensor:
-    """[B] with NaN = missing -> z-score over the observed training values, NaN kept."""
-    present = tf.logical_not(tf.math.is_nan(values))
-    observed = tf.boolean_mask(values, present)
-    mean = tft.mean(observed, output_dtype=tf.float32)
-    var = tft.var(observed, output_dtype=tf.float32)
+    """[B, D] with NaN = missing -> z-score of each column over its observed training values, NaN kept.
+
+    One mean and one variance analyzer over all D columns (reduce_instance_dims=False),
+    not two per column: TFT's mean/var skip NaN element by element, so each column's
+    statistics are those of its observed values, as with a per-column boolean mask.
+    """
+    mean = tft.mean(values, reduce_instance_dims=False, output_dtype=tf.float32)
+    var = tft.var(values, reduce_instance_dims=False, output_dtype=tf.float32)
     # A column that is entirely missing (or constant) carries no signal: map it to 0.
     mean = tf.where(tf.math.is_finite(mean), mean, 0.0)
     std = tf.where(tf.math.is_finite(var) & (var > 0.0), tf.sqrt(var), 1.0)
@@ -239,14 +263,16 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
                 vocab_filename=features.categorical_vocabulary(name),
             )
         else:
-            numeric[name] = _numeric_with_nan(x)
-    if numeric and config["numeric_encoding"] == "quantile_normal":
-        encoded = _quantile_normal(tf.stack(list(numeric.values()), axis=1), int(config["num_quantiles"]))
-        for i, name in enumerate(numeric):
-            outputs[features.numeric_name(name)] = encoded[:, i]
-    else:
-        for name, values in numeric.items():
-            outputs[features.numeric_name(name)] = _zscore(values, config["z_clip"])
+            numeric[name] = x
+    if numeric:
+        # Statistics of all numeric columns at once ([B, D]); still one output per feature.
+        stacked = _numeric_columns(numeric)
+        if config["numeric_encoding"] == "quantile_normal":
+            encoded = _quantile_normal(stacked, int(config["num_quantiles"]))
+        else:
+            encoded = _zscore(stacked, config["z_clip"])
+        for name, column in zip(numeric, tf.unstack(encoded, num=len(numeric), axis=1)):
+            outputs[features.numeric_name(name)] = column
 
     strings, present = _label_strings(inputs[label], config["na_values"])
     # Vocabulary only over labelled rows; ordered by frequency, ties by value.

@@ -76,3 +76,45 @@ def test_missing_numeric_cells_are_explained_like_any_other_value():
     np.testing.assert_allclose(result.values[:, others], 0.0, atol=1e-12)
     np.testing.assert_allclose(result.base_values + result.values.sum(axis=1), result.probabilities, atol=1e-9)
     np.testing.assert_array_equal(np.isnan(result.feature_values), np.isnan(matrix[:40]))
+
+
+def test_evaluation_plan_keeps_narrow_tables_as_they_were_and_bounds_wide_ones():
+    # Up to 50 features: all 64 rows, 10 permutations (2M + 1 evaluations each).
+    assert attributions.evaluation_plan(17, 64) == (64, 10 * 35)
+    assert attributions.evaluation_plan(50, 64) == (64, 10 * 101)
+    budget = attributions.EVALUATION_BUDGET
+    previous_cost = 0
+    for m in (100, 300, 1000, 3000):
+        rows, evals = attributions.evaluation_plan(m, 64)
+        assert evals % (2 * m + 1) == 0 and evals >= 2 * m + 1  # whole permutations, at least one
+        assert attributions.MIN_EXPLAINED_ROWS <= rows <= 64
+        assert rows * evals <= budget
+        # Model cost ~ evaluations x features: linear in M, not quadratic.
+        cost = rows * evals * m
+        assert cost <= 1.05 * budget * m
+        assert cost > previous_cost
+        previous_cost = cost
+    assert attributions.evaluation_plan(1000, 5) == (5, 6 * 2001)  # few rows: more permutations each
+
+
+def test_a_wide_table_is_explained_within_the_budget_and_still_finds_the_signal():
+    rng = np.random.default_rng(2)
+    m = 400
+    matrix = rng.normal(size=(80, m))
+    names = [f"f{i}" for i in range(m)]
+    calls = []
+
+    def predict(x):  # only f7 matters
+        calls.append(len(x))
+        p = 1 / (1 + np.exp(-3 * x[:, 7]))
+        return np.stack([1 - p, p], axis=1)
+
+    result = attributions.explain(predict, matrix, names, background_rows=16, explain_rows=64)
+    rows, evals = attributions.evaluation_plan(m, 64)
+    assert result.values.shape == (rows, m)
+    assert result.global_importance()[0][0] == "f7"
+    np.testing.assert_allclose(result.base_values + result.values.sum(axis=1), result.probabilities, atol=1e-9)
+    # Model rows scored: within 2x of the plan (shap adds its own evaluations per row), and a
+    # fraction of the 10 permutations of every row the explainer took before the budget.
+    assert sum(calls) <= 2 * rows * evals * 16
+    assert sum(calls) < 0.25 * 64 * 10 * (2 * m + 1) * 16

@@ -1,10 +1,12 @@
 """Runs the pipeline with a chosen orchestrator and reports what it decided."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 
+from pipeline.beam_services import local_portable_services
 from pipeline.configs import RUNNERS, ConfigError, PipelineConfig
 from pipeline.data_checks import InputSummary, inspect_csv_input, stage_normalised_copy
 from pipeline.outcome import RunOutcome, latest_run_outcome
@@ -27,6 +29,16 @@ def make_runner(runner: str):
 
         return tfx.orchestration.LocalDagRunner()
     raise ConfigError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+
+
+def _beam_engine(cfg: PipelineConfig) -> contextlib.AbstractContextManager:
+    """The services the data components' Beam args point at, for the length of the run."""
+    if cfg.beam_engine == "portable":
+        log_dir = os.path.join(cfg.pipeline_root, "beam_services")
+        print(f"scarfx: Beam: PortableRunner, Beam's job service and an SDK worker pool on this machine "
+              f"(logs in {log_dir})")
+        return local_portable_services(log_dir)
+    return contextlib.nullcontext()
 
 
 def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
@@ -58,6 +70,7 @@ def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
     orchestrator, pipeline = make_runner(cfg.runner), create_pipeline(cfg, binary=summary.binary, roles=summary.roles)
     track_components()  # one `scarfx: [ 12.3s] Trainer started` line per node start/finish
     start = time.monotonic()
-    orchestrator.run(pipeline)
+    with _beam_engine(cfg):
+        orchestrator.run(pipeline)
     elapsed = time.monotonic() - start
     return summary, latest_run_outcome(cfg.metadata_path), elapsed

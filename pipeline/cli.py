@@ -396,11 +396,12 @@ def _main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a data gate stopped the run: its message is the whole story
+    except Exception as e:  # a data gate stopped the run, or a Beam service did not start: the message says it all
         from components.anomalies_gate import DataAnomaliesError
         from components.drift_gate import DataDriftError
+        from pipeline.beam_services import BeamServiceError
 
-        if not isinstance(e, (DataAnomaliesError, DataDriftError)):
+        if not isinstance(e, (DataAnomaliesError, DataDriftError, BeamServiceError)):
             raise
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 1

@@ -34,7 +34,8 @@ def make_runner(runner: str):
 def _beam_engine(cfg: PipelineConfig) -> contextlib.AbstractContextManager:
     """The services the data components' Beam args point at, for the length of the run."""
     if cfg.beam_engine == "portable":
-        log_dir = os.path.join(cfg.pipeline_root, "beam_services")
+        # Beside the metadata store, which is always local (the pipeline root may be a URI).
+        log_dir = os.path.join(os.path.dirname(cfg.metadata_path), "beam_services")
         print(f"scarfx: Beam: PortableRunner, Beam's job service and an SDK worker pool on this machine "
               f"(logs in {log_dir})")
         return local_portable_services(log_dir)

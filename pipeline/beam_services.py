@@ -86,11 +86,12 @@ def local_portable_services(log_dir: str) -> Iterator[tuple[str, str]]:
     processes: list[subprocess.Popen] = []
     previous = {key: os.environ.get(key) for key in (JOB_ENDPOINT_ENV, WORKER_POOL_ENV)}
     try:
-        for (name, command), port in zip(commands.items(), (job_port, pool_port)):
-            log_path = os.path.join(log_dir, f"{name}.log")
-            with open(log_path, "w") as log:
+        # Both start at once: each spends most of its start-up importing Beam.
+        for name, command in commands.items():
+            with open(os.path.join(log_dir, f"{name}.log"), "w") as log:
                 processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
-            _wait_for_port(port, processes[-1], name, log_path)
+        for name, port, process in zip(commands, (job_port, pool_port), processes):
+            _wait_for_port(port, process, name, os.path.join(log_dir, f"{name}.log"))
         endpoints = f"localhost:{job_port}", f"localhost:{pool_port}"
         os.environ[JOB_ENDPOINT_ENV], os.environ[WORKER_POOL_ENV] = endpoints
         yield endpoints

@@ -109,6 +109,9 @@ def kubeflow_config(
     # ignored by the compiler; but building it creates the file's directory, so it
     # must name a harmless local one.
     cfg.metadata_path = os.path.join(tempfile.gettempdir(), "scarfx-kubeflow-compile", "unused-metadata.sqlite")
+    if cfg.beam_engine == "portable":
+        raise ConfigError("beam_engine portable starts Beam's job service on the machine of a local run; "
+                          "for Kubeflow put a flink/spark/dataflow set under beam_args instead")
     # Resolves label/drop checks and beam_args; paths are already final, so they are restored.
     paths = (cfg.data, cfg.pipeline_root, cfg.serving_dir)
     resolved = cfg.resolved()

@@ -7,8 +7,9 @@ decided only by these arguments, independently of the orchestrator
 functions with named parameters, keeps the flags spelled once and lets the
 tests check every set against Beam's own `PipelineOptions` parser.
 
-Only the Direct runner can run on a single machine without a cluster; the
-Flink, Spark and Dataflow sets are checked by parsing, not by running (see
+The Direct runner and `local_portable` (Beam's Python job service and SDK worker
+pool, started here by pipeline/beam_services.py) run on this machine; the Flink,
+Spark and Dataflow sets are checked by parsing, not by running (see
 docs/ORCHESTRATION.md).
 
 Shipping code to remote workers: the data components call scarfx's
@@ -138,12 +139,24 @@ def dataflow(
     return args + _code_shipping(setup_file, extra_package)
 
 
+def local_portable(job_endpoint, worker_pool) -> list:
+    """PortableRunner against a job server whose SDK workers come from an external worker pool.
+
+    What `beam_engine: portable` runs on (pipeline/beam_services.py starts Beam's own
+    job service and worker pool here); the endpoints may be strings or TFX placeholders,
+    hence `+` and not an f-string.
+    """
+    return ["--runner=PortableRunner", "--job_endpoint=" + job_endpoint,
+            "--environment_type=EXTERNAL", "--environment_config=" + worker_pool]
+
+
 # Preset name -> function building its argument list from keyword parameters.
 PRESETS: dict[str, Callable[..., list[str]]] = {
     "direct": direct,
     "flink": flink,
     "spark": spark,
     "dataflow": dataflow,
+    "local_portable": local_portable,
 }
 
 

@@ -34,6 +34,9 @@ def _run_parser(sub, name="run", help="validate, transform, train (SCARF), gate 
                         "components to Beam's multi_processing DirectRunner unless the config sets beam_args")
     p.add_argument("--direct-workers", type=int, metavar="N",
                    help="DirectRunner worker processes for --runner beam (default: one per CPU core)")
+    p.add_argument("--beam", choices=("direct", "portable"), dest="beam_engine",
+                   help="engine of the data components' Beam work: direct (DirectRunner, default) or portable "
+                        "(PortableRunner on Beam's job service and SDK worker pool, started here for the run)")
     p.add_argument("--verbose", action="store_true", help="show TFX, Beam and TensorFlow logs")
 
 
@@ -60,6 +63,8 @@ def config_from_args(args) -> PipelineConfig:
         overrides["span_window"] = args.span_window
     if getattr(args, "warm_start", None):
         overrides["warm_start"] = True
+    if getattr(args, "beam_engine", None):
+        overrides["beam_engine"] = args.beam_engine
     if getattr(args, "direct_workers", None) is not None:
         overrides["direct_num_workers"] = args.direct_workers
     cfg = config_from_dict(overrides, cfg)
@@ -390,11 +395,12 @@ def _main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a data gate stopped the run: its message is the whole story
+    except Exception as e:  # a data gate stopped the run, or a Beam service did not start: the message says it all
         from components.anomalies_gate import DataAnomaliesError
         from components.drift_gate import DataDriftError
+        from pipeline.beam_services import BeamServiceError
 
-        if not isinstance(e, (DataAnomaliesError, DataDriftError)):
+        if not isinstance(e, (DataAnomaliesError, DataDriftError, BeamServiceError)):
             raise
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 1

@@ -131,6 +131,10 @@ class PipelineConfig:
     beam_args: list[str] = dataclasses.field(default_factory=list)
     # DirectRunner workers when runner is "beam" and beam_args is []; 0 = one per CPU core.
     direct_num_workers: int = 0
+    # Who runs the data components' Beam pipelines when beam_args is []: "direct" (the
+    # DirectRunner, as `runner` says) or "portable" (PortableRunner against Beam's job
+    # service and an SDK worker pool that the run starts here; pipeline/beam_services.py).
+    beam_engine: str = "direct"
     scarf: ScarfConfig = dataclasses.field(default_factory=ScarfConfig)
     gate: GateSettings = dataclasses.field(default_factory=GateSettings)
     transform: TransformSettings = dataclasses.field(default_factory=TransformSettings)
@@ -224,7 +228,13 @@ class PipelineConfig:
             raise ConfigError(f"runner must be one of {', '.join(RUNNERS)}, got {cfg.runner!r}")
         if cfg.direct_num_workers < 0:
             raise ConfigError(f"direct_num_workers must be >= 0, got {cfg.direct_num_workers}")
-        if not cfg.beam_args:
+        if cfg.beam_engine not in BEAM_ENGINES:
+            raise ConfigError(f"beam_engine must be one of {', '.join(BEAM_ENGINES)}, got {cfg.beam_engine!r}")
+        if cfg.beam_engine == "portable":
+            if cfg.beam_args:
+                raise ConfigError("beam_engine portable sets the Beam args itself (it starts the job service and "
+                                  "worker pool it points them at): leave beam_args empty, or drop beam_engine")
+        elif not cfg.beam_args:
             from pipeline.beam_args import for_runner
 
             cfg.beam_args = for_runner(cfg.runner, cfg.direct_num_workers)
@@ -235,6 +245,7 @@ class PipelineConfig:
 
 
 RUNNERS = ("local", "beam")
+BEAM_ENGINES = ("direct", "portable")
 
 
 def absolute_path_or_uri(path: str) -> str:

@@ -8,12 +8,15 @@ import os
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.dsl.placeholder import placeholder as ph
 
 from components.anomalies_gate import AnomaliesGate
 from components.baseline_strategy import baseline_resolver
 from components.drift_gate import DriftGate, previous_statistics_resolver
 from components.report import RunReport
 from models import features
+from pipeline.beam_args import local_portable
+from pipeline.beam_services import JOB_ENDPOINT_ENV, WORKER_POOL_ENV
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -207,7 +210,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
         ],
         enable_cache=cfg.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(cfg.metadata_path),
-        beam_pipeline_args=list(cfg.beam_args),
+        beam_pipeline_args=component_beam_args(cfg),
     )
 
 
@@ -345,3 +348,16 @@ def _trainer(cfg: PipelineConfig, transform, schema_gen):
         },
     )
     return warm_start_resolver, trainer
+
+
+def component_beam_args(cfg: PipelineConfig) -> list:
+    """The data components' Beam args: the config's, or the portable engine's.
+
+    The portable engine's endpoints are placeholders read from the environment when each
+    executor starts (pipeline/beam_services.py sets them), so the args, and with them the
+    components' cache keys, are the same in every run whatever ports the services got.
+    """
+    if cfg.beam_engine == "portable":
+        return local_portable(job_endpoint=ph.environment_variable(JOB_ENDPOINT_ENV),
+                              worker_pool=ph.environment_variable(WORKER_POOL_ENV))
+    return list(cfg.beam_args)

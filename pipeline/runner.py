@@ -1,12 +1,14 @@
 """Runs the pipeline with a chosen orchestrator and reports what it decided."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import time
 
 from components.metadata import RunOutcome, run_outcome
+from pipeline.beam_services import local_portable_services
 from pipeline.configs import RUNNERS, ConfigError, PipelineConfig
 from pipeline.data_checks import InputSummary, inspect_csv_input, stage_normalised_copy
 
@@ -45,6 +47,17 @@ def compile_with_run_id(pipeline, run_id: str):
     return ir
 
 
+def _beam_engine(cfg: PipelineConfig) -> contextlib.AbstractContextManager:
+    """The services the data components' Beam args point at, for the length of the run."""
+    if cfg.beam_engine == "portable":
+        # Beside the metadata store, which is always local (the pipeline root may be a URI).
+        log_dir = os.path.join(os.path.dirname(cfg.metadata_path), "beam_services")
+        print(f"scarfx: Beam: PortableRunner, Beam's job service and an SDK worker pool on this machine "
+              f"(logs in {log_dir})")
+        return local_portable_services(log_dir)
+    return contextlib.nullcontext()
+
+
 def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
     """Validates the input, runs every component with the configured runner, reads the verdict."""
     cfg = cfg.resolved()
@@ -75,6 +88,7 @@ def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
     track_components()  # one `scarfx: [ 12.3s] Trainer started` line per node start/finish
     run_id = datetime.datetime.now().isoformat()  # the format LocalDagRunner gives its runs
     start = time.monotonic()
-    orchestrator.run_with_ir(compile_with_run_id(pipeline, run_id))
+    with _beam_engine(cfg):
+        orchestrator.run_with_ir(compile_with_run_id(pipeline, run_id))
     elapsed = time.monotonic() - start
     return summary, run_outcome(cfg.metadata_path, run_id), elapsed

@@ -114,3 +114,13 @@ def test_a_gcs_root_never_becomes_a_local_directory(tmp_path, monkeypatch):
     code, output = run_cli(["kubeflow", "compile", "--pipeline-root", PIPELINE_ROOT, "--output-dir", "out"])
     assert code == 0, output
     assert os.listdir(tmp_path) == ["out"]  # no "gs:" directory made from the root
+
+
+def test_the_local_portable_engine_is_refused(tmp_path):
+    config = tmp_path / "portable.yaml"
+    config.write_text("beam_engine: portable\n")
+    out = tmp_path / "out"
+    code, output = run_cli(["kubeflow", "compile", "--output-dir", str(out), "--pipeline-root", PIPELINE_ROOT,
+                            "--config", str(config)])
+    assert code == 2 and output.startswith("scarfx: error: beam_engine portable starts Beam's job service"), output
+    assert not out.exists()

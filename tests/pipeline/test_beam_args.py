@@ -1,7 +1,8 @@
 """Every Beam argument set is accepted by Beam's own parser and means what it says.
 
-Only the Direct runner can run here; the Flink, Spark and Dataflow sets are checked by
-parsing them with apache_beam's PipelineOptions, which is what TFX does with them.
+The Flink, Spark and Dataflow sets are checked by parsing them with apache_beam's
+PipelineOptions, which is what TFX does with them; the Direct and local_portable sets
+also run here (test_beam_runner.py, test_beam_services.py).
 """
 from __future__ import annotations
 
@@ -140,3 +141,26 @@ def test_make_runner_refuses_unknown_runners():
 
     with pytest.raises(ConfigError, match="runner must be one of"):
         make_runner("airflow")
+
+
+def test_local_portable_points_the_portable_runner_at_an_external_worker_pool():
+    o = _options(beam_args.preset("local_portable", job_endpoint="localhost:8099", worker_pool="localhost:50000"))
+    assert o.view_as(StandardOptions).runner == "PortableRunner"
+    p = o.view_as(PortableOptions)
+    assert (p.job_endpoint, p.environment_type, p.environment_config) == (
+        "localhost:8099", "EXTERNAL", "localhost:50000")
+
+
+def test_beam_engine_portable_sets_its_own_args():
+    from pipeline.cli import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["run", "--data", "x.csv", "--label", "y",
+                                                      "--beam", "portable"])).resolved()
+    assert cfg.beam_engine == "portable" and cfg.beam_args == []  # the run fills them in (test_beam_services.py)
+    with pytest.raises(ConfigError, match="beam_engine portable sets the Beam args itself"):
+        config_from_dict({"data": "x.csv", "label": "y", "beam_engine": "portable",
+                          "beam_args": beam_args.direct()}).resolved()
+    with pytest.raises(ConfigError, match="beam_engine must be one of direct, portable, got 'dask'"):
+        config_from_dict({"data": "x.csv", "label": "y", "beam_engine": "dask"}).resolved()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--beam", "dask"])

@@ -1,12 +1,12 @@
 """The Trainer's run_fn: the only place where TFX meets the model code."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
@@ -14,8 +14,8 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import export, features
-from models.labels import hide_labels
-from models.scarf import FeatureLayout, ScarfConfig, TabularData, train_scarf_classifier
+from models.labels import hide_labels_in_stream
+from models.scarf import FeatureLayout, ScarfConfig, StreamedTable, train_scarf_classifier
 from models.warm_start import EncoderCheckpoint, warm_start_encoder
 
 # Next to Format-Serving/ in the Model artifact dir, so Trainer(base_model=...) of a
@@ -75,48 +75,66 @@ def warm_start_checkpoint(base_model: str | None, config: ScarfConfig) -> Encode
                              missing_indicators=bool(previous.get("missing_indicators", False)))
 
 
-def read_transformed(file_pattern, data_accessor, tf_transform_output, layout) -> TabularData:
-    """Loads a transformed split into the arrays the SCARF trainer consumes."""
+READ_BATCH = 4096  # rows per batch read from the transformed TFRecords
+
+
+def transformed_batches(file_pattern, data_accessor, tf_transform_output, layout) -> tf.data.Dataset:
+    """One pass over a transformed split, in file order: {"numeric", "categorical", "labels"} batches."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=4096, num_epochs=1, shuffle=False),
+        tfxio.TensorFlowDatasetOptions(batch_size=READ_BATCH, num_epochs=1, shuffle=False),
         tf_transform_output.transformed_metadata.schema,
     )
-    numeric, categorical, labels = [], [], []
-    for batch in dataset:
-        inputs = export.model_inputs(batch, layout)
-        numeric.append(inputs["numeric"].numpy())
-        categorical.append(inputs["categorical"].numpy())
-        labels.append(tf.reshape(batch[features.LABEL_KEY], [-1]).numpy())
-    if not labels:
-        raise ValueError(f"no transformed examples found in {file_pattern}")
-    return TabularData(
-        numeric=np.concatenate(numeric).astype(np.float32),
-        categorical=np.concatenate(categorical).astype(np.int64),
-        labels=np.concatenate(labels).astype(np.int64),
-    )
+
+    def to_rows(batch):
+        return {**export.model_inputs(batch, layout),
+                "labels": tf.cast(tf.reshape(batch[features.LABEL_KEY], [-1]), tf.int64)}
+
+    return dataset.map(to_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def transformed_stream(file_pattern, data_accessor, tf_transform_output, layout, num_classes: int,
+                       label_fraction: float, seed: int) -> StreamedTable:
+    """The transformed split as a StreamedTable (read afresh each pass, never held in memory);
+    with `label_fraction` < 1, a stratified share of its labels hidden as it streams."""
+    if not 0.0 < label_fraction <= 1.0:
+        raise ValueError(f"label fraction must lie in (0, 1], got {label_fraction}")
+
+    def batches():
+        ds = transformed_batches(file_pattern, data_accessor, tf_transform_output, layout)
+        return hide_labels_in_stream(ds, label_fraction, num_classes, seed) if label_fraction < 1.0 else ds
+
+    return StreamedTable(batches)
+
+
+def scarf_config(custom: dict, fn_args) -> ScarfConfig:
+    """The run's ScarfConfig: the config file's `scarf` section, with the Trainer's
+    TrainArgs/EvalArgs num_steps (when given) as the epoch and validation lengths."""
+    config = scarf_config(custom, fn_args)
+    steps = {}
+    if getattr(fn_args, "train_steps", None):
+        steps["steps_per_epoch"] = int(fn_args.train_steps)
+    if getattr(fn_args, "eval_steps", None):
+        steps["validation_steps"] = int(fn_args.eval_steps)
+    return dataclasses.replace(config, **steps)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom = fn_args.custom_config or {}
     label = custom["label"]
     drop = set(custom.get("drop_columns", []))
-    config = ScarfConfig(**custom.get("scarf", {}))
+    config = scarf_config(custom, fn_args)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     layout = export.layout_from_transform(tf_transform_output)
     classes = export.class_names(tf_transform_output)
     if len(classes) < 2:
         raise ValueError(f"label {label!r} has {len(classes)} class(es) in the training data; need at least 2")
-    data = read_transformed(fn_args.train_files, fn_args.data_accessor, tf_transform_output, layout)
     label_fraction = float(custom.get("label_fraction", 1.0))
-    if label_fraction < 1.0:
-        data.labels = hide_labels(data.labels, label_fraction, config.seed)
-    logging.info(
-        "SCARF: %d rows (%d labelled), %d numeric + %d categorical features, %d classes",
-        len(data.labels), int((data.labels >= 0).sum()), len(layout.numeric_names),
-        len(layout.categorical_names), len(classes),
-    )
+    data = transformed_stream(fn_args.train_files, fn_args.data_accessor, tf_transform_output, layout, len(classes),
+                              label_fraction, config.seed)
+    logging.info("SCARF: streaming %s; %d numeric + %d categorical features, %d classes", fn_args.train_files,
+                 len(layout.numeric_names), len(layout.categorical_names), len(classes))
     vocabularies = export.categorical_vocabularies(tf_transform_output, layout)
     checkpoint = warm_start_checkpoint(fn_args.base_model, config)
     init_encoder = None

@@ -906,6 +906,7 @@ def pretrain(encoder, data: "TabularData | TableSource", layout: FeatureLayout, 
         "pretrain_rows": survey.rows,
         "pretrain_train_rows": train_count,
         "pretrain_validation_pairs": int(val_count),
+        "pretrain_steps_per_epoch": int(steps),
         "feature_bank_rows": len(bank),
         "corrupted_features_per_row": corruption_count(layout.num_features, config.corruption_rate),
         "pretrain_epochs_run": len(hist.get("loss", [])),
@@ -1001,7 +1002,7 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
                 bank: FeatureBank | None = None):
     """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on the
     `train` rows ((inputs, label), unbatched) and early-stopped on `val`. Returns (member,
-    history, best epoch or None).
+    history, best epoch or None, steps per epoch).
 
     With `linear_probe`, the softmax layer is first fitted alone on the frozen encoder
     (LP-FT, Kumar et al. 2022): full fine-tuning then starts from a fitted head rather
@@ -1046,7 +1047,7 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         member_encoder.trainable = True
     _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier)
     hist, best = fit(log_dir)
-    return member, hist, best
+    return member, hist, best, steps
 
 
 PREDICT_BATCH = 4096
@@ -1110,19 +1111,20 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             pseudo_counts.append(len(pseudo))
             if len(pseudo) == 0:
                 break
-        members, histories, best_epochs, best_losses, epochs_run = [], [], [], [], []
+        members, histories, best_epochs, best_losses, epochs_run, steps_run = [], [], [], [], [], []
         for k, (train_count, val_count) in enumerate(survey.finetune_splits):
             train = source.labelled_rows(k, validation=False)
             if pseudo is not None:
                 train = train.concatenate(tf.data.Dataset.from_tensor_slices((pseudo.inputs(), pseudo.labels)))
                 train_count += len(pseudo)
             val = source.labelled_rows(k, validation=True) if val_count else None
-            member, hist, best = _fit_member(encoder, layout, train, train_count,
+            member, hist, best, steps = _fit_member(encoder, layout, train, train_count,
                                              source.shuffle_buffer(train_count, config), val, num_classes, config, k,
                                              log_dir if k == 0 and round_ == 0 else None, bank)
             members.append(member)
             histories.append(hist)
             epochs_run.append(len(hist.get("loss", [])))
+            steps_run.append(int(steps))
             if best is not None:
                 best_epochs.append(best + 1)
                 best_losses.append(float(hist["val_loss"][best]))
@@ -1133,6 +1135,7 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
         "finetune_labelled_rows": survey.labelled,
         "finetune_train_rows": survey.finetune_splits[0][0],
         "finetune_validation_rows": survey.finetune_splits[0][1],
+        "finetune_steps_per_epoch": steps_run[0],
         "ensemble_size": len(members),
         "finetune_epochs_run": epochs_run[0],
         "finetune_best_epoch": best_epochs[0] if best_epochs else None,

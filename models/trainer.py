@@ -78,12 +78,11 @@ def warm_start_checkpoint(base_model: str | None, config: ScarfConfig) -> Encode
 READ_BATCH = 4096  # rows per batch read from the transformed TFRecords
 
 
-def transformed_batches(file_pattern, data_accessor, tf_transform_output, layout) -> tf.data.Dataset:
-    """One pass over a transformed split, in file order: {"numeric", "categorical", "labels"} batches."""
+def transformed_batches(file_pattern, data_accessor, schema, layout) -> tf.data.Dataset:
+    """One pass over a transformed split (`schema`: the Transform's output schema), in file
+    order: {"numeric", "categorical", "labels"} batches."""
     dataset = data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=READ_BATCH, num_epochs=1, shuffle=False),
-        tf_transform_output.transformed_metadata.schema,
+        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=READ_BATCH, num_epochs=1, shuffle=False), schema,
     )
 
     def to_rows(batch):
@@ -93,7 +92,7 @@ def transformed_batches(file_pattern, data_accessor, tf_transform_output, layout
     return dataset.map(to_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def transformed_stream(file_pattern, data_accessor, tf_transform_output, layout, num_classes: int,
+def transformed_stream(file_pattern, data_accessor, schema, layout, num_classes: int,
                        label_fraction: float, seed: int) -> StreamedTable:
     """The transformed split as a StreamedTable (read afresh each pass, never held in memory);
     with `label_fraction` < 1, a stratified share of its labels hidden as it streams."""
@@ -101,7 +100,7 @@ def transformed_stream(file_pattern, data_accessor, tf_transform_output, layout,
         raise ValueError(f"label fraction must lie in (0, 1], got {label_fraction}")
 
     def batches():
-        ds = transformed_batches(file_pattern, data_accessor, tf_transform_output, layout)
+        ds = transformed_batches(file_pattern, data_accessor, schema, layout)
         return hide_labels_in_stream(ds, label_fraction, num_classes, seed) if label_fraction < 1.0 else ds
 
     return StreamedTable(batches)
@@ -131,8 +130,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if len(classes) < 2:
         raise ValueError(f"label {label!r} has {len(classes)} class(es) in the training data; need at least 2")
     label_fraction = float(custom.get("label_fraction", 1.0))
-    data = transformed_stream(fn_args.train_files, fn_args.data_accessor, tf_transform_output, layout, len(classes),
-                              label_fraction, config.seed)
+    data = transformed_stream(fn_args.train_files, fn_args.data_accessor,
+                              tf_transform_output.transformed_metadata.schema, layout, len(classes), label_fraction,
+                              config.seed)
     logging.info("SCARF: streaming %s; %d numeric + %d categorical features, %d classes", fn_args.train_files,
                  len(layout.numeric_names), len(layout.categorical_names), len(classes))
     vocabularies = export.categorical_vocabularies(tf_transform_output, layout)

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.distribution import make_strategy
 from models.numeric_encoding import NumericEncoding
 from models.scarf_config import FINETUNE_MONITORS, ScarfConfig
 
@@ -394,12 +395,15 @@ class StreamedTable(TableSource):
         pretrain_split = (n - val, min(val, cap)) if self._pretrain_holdout else (n, 0)
         return TableSurvey(n, labelled, bank, pretrain_split, splits)
 
-    def _rows(self, keep) -> tf.data.Dataset:
+    def _rows(self, keep, with_labels: bool) -> tf.data.Dataset:
+        """The rows `keep(batch)` selects, unbatched: input dicts, or (inputs, label) pairs.
+        Selection and restructuring run per batch; only the result is unbatched."""
         def select(batch):
             mask = keep(batch)
-            return {k: tf.boolean_mask(batch[k], mask) for k in ("numeric", "categorical", "labels")}
+            inputs = {k: tf.boolean_mask(batch[k], mask) for k in ("numeric", "categorical")}
+            return (inputs, tf.boolean_mask(batch["labels"], mask)) if with_labels else inputs
 
-        return self._annotated().map(select).unbatch()
+        return self._annotated().map(select, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
     def pretrain_rows(self, validation):
         fraction = self._config.validation_fraction
@@ -409,7 +413,7 @@ class StreamedTable(TableSource):
                 return tf.fill(tf.shape(batch["labels"]), not validation)
             return (batch["pretrain_u"] < fraction) == validation
 
-        ds = self._rows(keep).map(lambda row: {"numeric": row["numeric"], "categorical": row["categorical"]})
+        ds = self._rows(keep, with_labels=False)
         return ds.take(self._config.max_validation_rows) if validation else ds
 
     def labelled_rows(self, member, validation):
@@ -419,13 +423,11 @@ class StreamedTable(TableSource):
                 return labelled & tf.constant(not validation)
             return labelled & (self._in_validation(batch, member) == validation)
 
-        ds = self._rows(keep).map(lambda row: ({"numeric": row["numeric"], "categorical": row["categorical"]},
-                                                row["labels"]))
+        ds = self._rows(keep, with_labels=True)
         return ds.take(self._config.max_validation_rows) if validation else ds
 
     def unlabelled_batches(self, batch_size):
-        ds = self._rows(lambda batch: batch["labels"] < 0)
-        return ds.map(lambda row: {"numeric": row["numeric"], "categorical": row["categorical"]}).batch(batch_size)
+        return self._rows(lambda batch: batch["labels"] < 0, with_labels=False).batch(batch_size)
 
 
 def as_source(data: "TabularData | TableSource") -> TableSource:
@@ -610,6 +612,15 @@ def info_nce_loss(anchors, positives, temperature: float = 1.0, symmetric: bool 
     return loss
 
 
+def _step_logs(logs: dict) -> dict:
+    """A train/test step's logs. Under MultiWorkerMirroredStrategy Keras 3.6 reduces them
+    across workers along axis 0, which a scalar lacks (tensorflow/tensorflow#72388):
+    there, each goes out as a [1] vector, and the reduction gives back the scalar."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
+
+
 @keras.saving.register_keras_serializable(package="scarfx")
 class ScarfPretrainer(keras.Model):
     """Trains f and g with InfoNCE; each train step corrupts its own batch.
@@ -640,26 +651,42 @@ class ScarfPretrainer(keras.Model):
         return self.head(self.encoder(inputs, training=training), training=training)
 
     def contrastive_loss(self, clean, corrupted, training=False):
+        """InfoNCE over the global batch. Under a strategy with several replicas, each
+        replica embeds its share and all-gathers both views, so every row still has the
+        whole global batch's B - 1 negatives, as on one device."""
         batch = tf.shape(clean["numeric"])[0]
         both = {k: tf.concat([clean[k], corrupted[k]], axis=0) for k in ("numeric", "categorical")}
         z = self(both, training=training)
-        return info_nce_loss(z[:batch], z[batch:], self.temperature, self.symmetric)
+        anchors, positives = z[:batch], z[batch:]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            anchors, positives = context.all_gather(anchors, axis=0), context.all_gather(positives, axis=0)
+        return info_nce_loss(anchors, positives, self.temperature, self.symmetric)
 
     def train_step(self, data):
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        # The key is (seed, step · replicas + replica): distinct per replica and step, and
+        # (seed, step) on one device.
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64) if replicas > 1 else 0
+        step = tf.cast(self.optimizer.iterations, tf.int64) * replicas + replica
+        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
         corrupted = self.corruption(data, seed=seed)
         with tf.GradientTape() as tape:
             loss = self.contrastive_loss(data, corrupted, training=True)
+            # Every replica holds the same global loss; all_gather's gradient sums the
+            # replicas' upstream gradients and the optimizer sums theirs: scale by 1/R.
+            scaled = loss / replicas if replicas > 1 else loss
         # Read after the forward pass: the first call is what builds the head's weights.
         variables = self.encoder.trainable_variables + self.head.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        return _step_logs({"loss": self.loss_tracker.result()})
 
     def test_step(self, data):
         clean, corrupted = data
         self.loss_tracker.update_state(self.contrastive_loss(clean, corrupted, training=False))
-        return {"loss": self.loss_tracker.result()}
+        return _step_logs({"loss": self.loss_tracker.result()})
 
     def get_config(self):
         return {
@@ -832,10 +859,36 @@ def _history(history) -> dict[str, list[float]]:
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Under a multi-worker strategy every worker builds the same global batches (same
+    rows, seeds and split hashes) and keeps its replicas' share of each: sharding by
+    file would give workers different rows and different row positions."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _build_for(strategy: tf.distribute.Strategy, model: keras.Model, variables) -> None:
+    """Builds `model`'s optimizer (and the model, by one call on an empty batch) under a
+    several-replica `strategy`, and leaves the strategy to fit's scope. Keras 3's fit
+    otherwise builds a model made under a strategy from a cross-replica mean of the first
+    batch, which fails for dict inputs under MultiWorkerMirroredStrategy and for uneven
+    per-replica batches; everything is built here, so that step has nothing to do."""
+    if strategy.num_replicas_in_sync == 1:
+        return
+    with strategy.scope():
+        variables = variables()
+        model.optimizer.build(variables)
+    model._distribute_strategy = None  # fit then runs under `with strategy.scope()`: get_strategy()
+    if not isinstance(model, ScarfPretrainer):  # a compiled classifier: its logs come from compute_metrics
+        compute_metrics = model.compute_metrics
+        model.compute_metrics = lambda *args, **kwargs: _step_logs(compute_metrics(*args, **kwargs))
+
+
 def _batched(rows: tf.data.Dataset, batch_size: int, shuffle_buffer: int, seed: int, drop_remainder: bool = False):
     if shuffle_buffer:
         rows = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return rows.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return _shard_by_data(rows.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE))
 
 
 def _training_dataset(rows: tf.data.Dataset, count: int, shuffle_buffer: int, config: ScarfConfig,
@@ -865,14 +918,17 @@ def _steady_rate(seconds: list[float], rows_per_epoch: int) -> tuple[float | Non
 
 
 def pretrain(encoder, data: "TabularData | TableSource", layout: FeatureLayout, config: ScarfConfig, log_dir=None,
-             jit_compile: bool = True, bank: FeatureBank | None = None, survey: TableSurvey | None = None):
+             jit_compile: bool = True, bank: FeatureBank | None = None, survey: TableSurvey | None = None,
+             strategy: tf.distribute.Strategy | None = None):
     """Stage 1 on every row, labelled or not; trains `encoder` in place. Returns (history, summary).
 
     A `validation_fraction` of rows is held out as fixed corrupted pairs (at most
     `max_validation_rows`) for early stopping (patience `config.patience`, best weights
     restored); the bank is drawn from all rows. Training batches drop the remainder, so
     every step has B - 1 negatives. The train step (corruption included) is
-    XLA-compiled unless `jit_compile=False`. `survey` is the source's, when already taken.
+    XLA-compiled unless `jit_compile=False` or the `strategy` (the one `encoder` was built
+    under; default: TF's current) has several replicas. `survey` is the source's, when
+    already taken.
     """
     start = time.perf_counter()
     source = as_source(data)
@@ -880,25 +936,36 @@ def pretrain(encoder, data: "TabularData | TableSource", layout: FeatureLayout, 
         survey = source.survey(layout, None, config, with_bank=bank is None)
     bank = bank if bank is not None else survey.bank
     train_count, val_count = survey.pretrain_split
-    corruption = FeatureCorruption.from_bank(bank, config.corruption_rate, name="corruption")
-    model = ScarfPretrainer(
-        encoder, build_projection_head(config), corruption, config.temperature, config.symmetric_loss, config.seed
-    )
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        corruption = FeatureCorruption.from_bank(bank, config.corruption_rate, name="corruption")
+        model = ScarfPretrainer(
+            encoder, build_projection_head(config), corruption, config.temperature, config.symmetric_loss, config.seed
+        )
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      jit_compile=jit_compile and strategy.num_replicas_in_sync == 1)
+
+    def built_variables():
+        model({"numeric": tf.zeros((1, len(layout.numeric_names))),
+               "categorical": tf.zeros((1, len(layout.categorical_names)), tf.int64)})  # builds the head
+        return encoder.trainable_variables + model.head.trainable_variables
+
+    _build_for(strategy, model, built_variables)
     train_ds, steps, batch = _training_dataset(source.pretrain_rows(False), train_count,
                                                source.shuffle_buffer(train_count, config), config, drop_remainder=True)
     val_ds = None
     if val_count:
         clean, corrupted = make_fixed_validation_pairs(_materialize(source.pretrain_rows(True), val_count), bank,
                                                        config.corruption_rate, config.seed)
-        val_ds = tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch)
+        val_ds = _shard_by_data(tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch))
     callbacks, timer, stopper = _callbacks(
         lambda logs: (-logs["val_loss"],), config, log_dir, "pretrain", val_ds is not None
     )
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, steps_per_epoch=steps,
-        validation_steps=config.validation_steps if val_ds is not None else None, callbacks=callbacks, verbose=0,
-    )
+    with strategy.scope():
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, steps_per_epoch=steps,
+            validation_steps=config.validation_steps if val_ds is not None else None, callbacks=callbacks, verbose=0,
+        )
     hist = _history(history)
     hist["train_seconds"] = [float(x) for x in timer.train_seconds]  # per epoch, validation excluded
     seconds_per_epoch, rows_per_second = _steady_rate(timer.train_seconds, steps * batch)
@@ -965,13 +1032,13 @@ def _monitor(config: ScarfConfig):
     return lambda logs: (-logs["val_loss"],)
 
 
-def _compile_member(member, config: ScarfConfig, learning_rate: float) -> None:
+def _compile_member(member, config: ScarfConfig, learning_rate: float, jit_compile: bool = True) -> None:
     optimizer = _finetune_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
     member.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=True,
+        jit_compile=jit_compile,
     )
 
 
@@ -999,7 +1066,7 @@ def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_r
 
 def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_count: int, shuffle_buffer: int,
                 val: tf.data.Dataset | None, num_classes: int, config: ScarfConfig, k: int, log_dir=None,
-                bank: FeatureBank | None = None):
+                bank: FeatureBank | None = None, strategy: tf.distribute.Strategy | None = None):
     """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on the
     `train` rows ((inputs, label), unbatched) and early-stopped on `val`. Returns (member,
     history, best epoch or None, steps per epoch).
@@ -1008,10 +1075,12 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
     (LP-FT, Kumar et al. 2022): full fine-tuning then starts from a fitted head rather
     than a random one, so its first steps do not wreck the pretrained features, and an
     early stop still leaves a converged linear model on them."""
-    member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
-    member_encoder.set_weights(encoder.get_weights())
-    member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k,
-                              linear_skip=config.linear_skip)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
+        member_encoder.set_weights(encoder.get_weights())
+        member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k,
+                                  linear_skip=config.linear_skip)
     min_steps = config.min_steps_per_epoch if config.finetune_min_steps_per_epoch is None \
         else config.finetune_min_steps_per_epoch
     train_ds, steps, _ = _training_dataset(
@@ -1027,25 +1096,31 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
     scale = 1 if config.steps_per_epoch else max(1, math.ceil(config.min_steps_per_epoch / steps))
     stage_config = dataclasses.replace(config, patience=config.patience * scale,
                                        finetune_epochs=config.finetune_epochs * scale)
-    val_ds = val.batch(config.batch_size).prefetch(tf.data.AUTOTUNE) if val is not None else None
+    val_ds = _shard_by_data(val.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)) if val is not None else None
 
     def fit(log):
         callbacks, timer, stopper = _callbacks(_monitor(config), stage_config, log, "finetune", val_ds is not None)
-        history = member.fit(
-            train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
-            validation_steps=config.validation_steps if val_ds is not None else None,
-            callbacks=callbacks, verbose=0,
-        )
+        with strategy.scope():
+            history = member.fit(
+                train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
+                validation_steps=config.validation_steps if val_ds is not None else None,
+                callbacks=callbacks, verbose=0,
+            )
         hist = _history(history)
         hist["train_seconds"] = [float(x) for x in timer.train_seconds]
         return hist, (stopper.best_epoch if stopper is not None else None)
 
+    jit = strategy.num_replicas_in_sync == 1
     if config.linear_probe:
         member_encoder.trainable = False
-        _compile_member(member, config, config.learning_rate)
+        with strategy.scope():
+            _compile_member(member, config, config.learning_rate, jit)
+        _build_for(strategy, member, lambda: member.trainable_variables)
         fit(None)
         member_encoder.trainable = True
-    _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier)
+    with strategy.scope():
+        _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier, jit)
+    _build_for(strategy, member, lambda: member.trainable_variables)
     hist, best = fit(log_dir)
     return member, hist, best, steps
 
@@ -1085,7 +1160,8 @@ def _concat(a: TabularData, b: TabularData) -> TabularData:
 
 
 def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout, num_classes: int,
-              config: ScarfConfig, log_dir=None, bank: FeatureBank | None = None, survey: TableSurvey | None = None):
+              config: ScarfConfig, log_dir=None, bank: FeatureBank | None = None, survey: TableSurvey | None = None,
+              strategy: tf.distribute.Strategy | None = None):
     """Stage 2 on labelled rows (label >= 0). Returns (classifier, history, summary).
 
     Each of the `ensemble_size` members starts from a copy of `encoder` (so `encoder`
@@ -1120,7 +1196,7 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             val = source.labelled_rows(k, validation=True) if val_count else None
             member, hist, best, steps = _fit_member(encoder, layout, train, train_count,
                                              source.shuffle_buffer(train_count, config), val, num_classes, config, k,
-                                             log_dir if k == 0 and round_ == 0 else None, bank)
+                                             log_dir if k == 0 and round_ == 0 else None, bank, strategy)
             members.append(member)
             histories.append(hist)
             epochs_run.append(len(hist.get("loss", [])))
@@ -1196,6 +1272,7 @@ def train_scarf_classifier(
     config: ScarfConfig = ScarfConfig(),
     log_dir: str | None = None,
     init_encoder: Callable[[keras.Model], dict] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainingResult:
     """Pretrains f on all rows (unless config.pretrain is False), then fine-tunes f + a
     softmax classifier on the labelled rows. TensorBoard logs go to log_dir/{pretrain,finetune}.
@@ -1206,7 +1283,12 @@ def train_scarf_classifier(
 
     `init_encoder` (warm start) is called on the freshly built f before pretraining, to
     load an earlier model's weights into it (see models.warm_start); it returns what it
-    carried over, which goes into the summary as `warm_start`."""
+    carried over, which goes into the summary as `warm_start`.
+
+    Models are built and trained under `strategy` (default: one from
+    `config.distribution`); the global batch `batch_size` is split across its replicas.
+    The classifier and encoder returned are plain (undistributed) copies, to save anywhere."""
+    strategy = strategy or make_strategy(config.distribution)
     source = as_source(data)
     # One sample of every row's marginals, for pretraining's corruption and fine-tuning's
     # augmentation alike, filled in the survey's one pass.
@@ -1216,20 +1298,30 @@ def train_scarf_classifier(
     # pretrain=True and pretrain=False start from identical weights and differ only by
     # the pretraining.
     keras.utils.set_random_seed(config.seed)
-    encoder = build_encoder(layout, config)
+    with strategy.scope():
+        encoder = build_encoder(layout, config)
     warm_start = init_encoder(encoder) if init_encoder is not None else None
     summary = {"pretrained": config.pretrain, "rows": survey.rows, "num_features": layout.num_features,
-               "warm_started": warm_start is not None}
+               "warm_started": warm_start is not None, "replicas": strategy.num_replicas_in_sync}
     if warm_start is not None:
         summary["warm_start"] = warm_start
     pretrain_history = {}
     if config.pretrain:
-        pretrain_history, stage = pretrain(encoder, source, layout, config, log_dir, survey=survey)
+        pretrain_history, stage = pretrain(encoder, source, layout, config, log_dir, survey=survey, strategy=strategy)
     else:
         stage = _no_pretraining_summary(layout, config)
     summary.update(stage)
     classifier, finetune_history, stage = fine_tune(encoder, source, layout, num_classes, config, log_dir,
-                                                    survey=survey)
+                                                    survey=survey, strategy=strategy)
     summary.update(stage)
     summary["unlabelled_rows"] = survey.rows - survey.labelled
+    if strategy is not tf.distribute.get_strategy():
+        classifier, encoder = _plain_copy(classifier), _plain_copy(encoder)
     return TrainingResult(classifier, pretrain_history, finetune_history, summary, encoder)
+
+
+def _plain_copy(model: keras.Model) -> keras.Model:
+    """The model rebuilt outside any strategy, holding its trained weights as plain variables."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy

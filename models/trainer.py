@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import tempfile
 
 import tensorflow as tf
@@ -14,6 +15,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import export, features
+from models.distribution import is_chief, make_strategy
 from models.labels import hide_labels_in_stream
 from models.scarf import FeatureLayout, ScarfConfig, StreamedTable, train_scarf_classifier
 from models.warm_start import EncoderCheckpoint, warm_start_encoder
@@ -123,6 +125,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     label = custom["label"]
     drop = set(custom.get("drop_columns", []))
     config = scarf_config(custom, fn_args)
+    # Before any other TF op: MultiWorkerMirroredStrategy configures collective ops.
+    strategy = make_strategy(config.distribution)
+    # Every worker of a multi-worker run executes this run_fn; only the chief's outputs
+    # land in the artifact dirs, the others' in a temp dir (TF's multi-worker convention).
+    scratch = None
+    if is_chief():
+        serving_model_dir, model_run_dir = fn_args.serving_model_dir, fn_args.model_run_dir
+    else:
+        scratch = tempfile.mkdtemp(prefix="scarfx-worker-")
+        serving_model_dir = os.path.join(scratch, "model", "Format-Serving")
+        model_run_dir = os.path.join(scratch, "model_run")
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     layout = export.layout_from_transform(tf_transform_output)
@@ -142,7 +155,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         init_encoder = functools.partial(warm_start_encoder, layout=layout, vocabularies=vocabularies,
                                          checkpoint=checkpoint, config=config)
     result = train_scarf_classifier(
-        data, layout, len(classes), config, log_dir=fn_args.model_run_dir, init_encoder=init_encoder
+        data, layout, len(classes), config, log_dir=model_run_dir, init_encoder=init_encoder, strategy=strategy
     )
     if checkpoint is not None:
         carried = result.summary["warm_start"]
@@ -156,12 +169,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     serving_features = sorted(k for k in tf_transform_output.raw_feature_spec() if k != label and k not in drop)
     export.export_saved_model(
-        result.classifier, tf_transform_output, fn_args.serving_model_dir, label, serving_features,
+        result.classifier, tf_transform_output, serving_model_dir, label, serving_features,
         model_name=custom.get("model_name", "scarfx"), na_values=custom.get("na_values", ()),
     )
     # TF Serving (and scarfx's server) replay these at load time, before serving traffic.
     export.write_warmup_requests(
-        fn_args.serving_model_dir,
+        serving_model_dir,
         export.warmup_batches(tf_transform_output, serving_features),
         model_name=custom.get("model_name", "scarfx"),
     )
@@ -176,12 +189,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "pretrain_history": result.pretrain_history,
         "finetune_history": result.finetune_history,
     }
-    model_dir = _model_dir(fn_args.serving_model_dir)
+    model_dir = _model_dir(serving_model_dir)
     local_weights = os.path.join(tempfile.mkdtemp(prefix="scarfx-encoder-"), ENCODER_WEIGHTS_FILE)
     result.encoder.save_weights(local_weights)
     tf.io.gfile.copy(local_weights, os.path.join(model_dir, ENCODER_WEIGHTS_FILE), overwrite=True)
     with tf.io.gfile.GFile(os.path.join(model_dir, ENCODER_LAYOUT_FILE), "w") as f:
         f.write(json.dumps(encoder_signature(layout, config, vocabularies), indent=2))
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, features.SUMMARY_FILE), "w") as f:
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, features.SUMMARY_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2, default=float))
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)

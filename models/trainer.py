@@ -111,7 +111,7 @@ def transformed_stream(file_pattern, data_accessor, schema, layout, num_classes:
 def scarf_config(custom: dict, fn_args) -> ScarfConfig:
     """The run's ScarfConfig: the config file's `scarf` section, with the Trainer's
     TrainArgs/EvalArgs num_steps (when given) as the epoch and validation lengths."""
-    config = scarf_config(custom, fn_args)
+    config = ScarfConfig(**custom.get("scarf", {}))
     steps = {}
     if getattr(fn_args, "train_steps", None):
         steps["steps_per_epoch"] = int(fn_args.train_steps)

@@ -12,7 +12,10 @@ Rows/s count training rows only (validation time and the first epoch, which incl
 XLA compilation, are left out): the median over the remaining epochs, and the fastest
 epoch (the least disturbed by other load on a shared machine).
 
-    .venv/bin/python -m benchmarks.pretrain_throughput [--rows 20000] [--epochs 6] [--no-jit]
+    .venv/bin/python -m benchmarks.pretrain_throughput [--rows 20000] [--epochs 6] [--no-jit] [--stream]
+
+--stream feeds the same rows as the Trainer's StreamedTable does (batches of 4,096, split
+by row hash, bounded shuffle buffer) instead of as in-memory arrays.
 """
 from __future__ import annotations
 
@@ -72,13 +75,15 @@ def main(argv=None) -> None:
     parser.add_argument("--cardinality", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=6, help="pretraining epochs (>= 2; the first is warm-up)")
     parser.add_argument("--no-jit", action="store_true", help="run both without XLA, to see what it buys")
+    parser.add_argument("--stream", action="store_true", help="pretrain through a StreamedTable of the rows")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     import keras
     import numpy as np
+    import tensorflow as tf
 
-    from models.scarf import ScarfConfig, build_encoder, pretrain
+    from models.scarf import ScarfConfig, StreamedTable, build_encoder, pretrain
 
     jit = not args.no_jit
     data, layout = synthetic_table(args.rows, args.numeric, args.categorical, args.cardinality)
@@ -86,7 +91,11 @@ def main(argv=None) -> None:
     config = ScarfConfig(pretrain_epochs=max(2, args.epochs), patience=args.epochs + 1)
 
     keras.utils.set_random_seed(config.seed)
-    history, summary = pretrain(build_encoder(layout, config), data, layout, config, jit_compile=jit)
+    source = data
+    if args.stream:
+        rows = {"numeric": data.numeric, "categorical": data.categorical, "labels": data.labels}
+        source = StreamedTable(lambda: tf.data.Dataset.from_tensor_slices(rows).batch(4096))
+    history, summary = pretrain(build_encoder(layout, config), source, layout, config, jit_compile=jit)
     train_rows = summary["pretrain_train_rows"]
     rows_per_epoch = (train_rows // config.batch_size) * config.batch_size
     scarf_seconds = history["train_seconds"][1:]  # epoch 1 includes tracing and XLA compilation
@@ -102,7 +111,7 @@ def main(argv=None) -> None:
     print(f"rows={args.rows} (train {summary['pretrain_train_rows']}, validation pairs "
           f"{summary['pretrain_validation_pairs']}) features={layout.num_features} batch={config.batch_size} "
           f"encoder={config.encoder_depth}x{config.encoder_width} head={config.head_depth}x{config.head_width} "
-          f"xla={jit}")
+          f"xla={jit} input={'stream' if args.stream else 'arrays'}")
     print(f"scarf pretraining : {scarf_rows_s:10.0f} rows/s  {scarf_s_epoch:.3f} s/epoch   "
           f"(fastest epoch {scarf_best:.0f} rows/s; {rows_per_epoch} rows/epoch)")
     print(f"anchor supervised : {anchor_rows_s:10.0f} rows/s  {anchor_s_epoch:.3f} s/epoch   "

@@ -21,11 +21,13 @@ a stratified labelled split (or of each fold, for an ensemble of K members).
 Numeric inputs may be NaN (a missing cell): corruption copies NaN like any value, and
 the encoder's NumericEncoding layer imputes it and adds a missing indicator.
 
-This module knows nothing of TFX: it takes arrays and returns a Keras classifier.
+This module knows nothing of TFX: it takes arrays, or a tf.data stream of batches (StreamedTable),
+and returns a Keras classifier.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -35,11 +37,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.distribution import make_strategy
 from models.numeric_encoding import NumericEncoding
 from models.scarf_config import FINETUNE_MONITORS, ScarfConfig
 
 __all__ = [
-    "ScarfConfig", "FeatureLayout", "TabularData", "TrainingResult", "FeatureBank",
+    "ScarfConfig", "FeatureLayout", "TabularData", "TrainingResult", "FeatureBank", "TableSurvey", "TableSource",
+    "InMemoryTable", "StreamedTable", "as_source", "row_hash_unit",
     "corruption_count", "sample_corruption_mask", "corrupt_features", "build_feature_bank",
     "FeatureCorruption", "embedding_dim", "TabularEmbedding", "L2Normalize", "build_encoder",
     "build_projection_head", "build_classifier", "info_nce_loss", "ScarfPretrainer",
@@ -201,6 +205,233 @@ def build_feature_bank(data: TabularData, size: int, seed: int, chunk_rows: int 
         for i in range(0, len(data), chunk_rows)
     )
     return FeatureBank.from_batches(chunks, size, seed)
+
+
+# --------------------------------------------------------------------------- row sources
+
+
+@dataclasses.dataclass
+class TableSurvey:
+    """What one pass over a table finds: counts, the feature bank, and every split's size."""
+
+    rows: int
+    labelled: int
+    bank: FeatureBank | None
+    pretrain_split: tuple[int, int]  # (train, validation) rows; validation 0 = no early stopping
+    finetune_splits: list[tuple[int, int]]  # per ensemble member
+
+
+class TableSource:
+    """Training rows as tf.data, read afresh on every pass, in a fixed order.
+
+    `survey` reads the table once (checks, counts, the reservoir bank); the other methods
+    then give each stage's rows, unbatched: pretraining's train/validation rows (input
+    dicts) and, per ensemble member, its labelled train/validation rows ((inputs, label)).
+    How rows are assigned to splits is the subclass's: an in-memory table uses seeded
+    permutations of its row indices, a stream a hash of each row's position.
+    """
+
+    def shuffle_buffer(self, rows: int, config: ScarfConfig) -> int:
+        """Rows in the shuffle buffer: a stream's is bounded by `config.shuffle_buffer`."""
+        return max(1, min(rows, config.shuffle_buffer))
+
+    def survey(self, layout: FeatureLayout, num_classes: int, config: ScarfConfig, with_bank: bool) -> TableSurvey:
+        raise NotImplementedError
+
+    def pretrain_rows(self, validation: bool) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def labelled_rows(self, member: int, validation: bool) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def unlabelled_batches(self, batch_size: int) -> tf.data.Dataset:
+        """Input dicts of the unlabelled rows, batched (for pseudo-labelling)."""
+        raise NotImplementedError
+
+
+class InMemoryTable(TableSource):
+    """A TabularData as a source. Its splits are `split_rows` / `fine_tuning_splits` of the
+    row indices, and each split is shuffled whole, as the arrays always were trained."""
+
+    def __init__(self, data: TabularData):
+        self.data = TabularData(np.asarray(data.numeric, np.float32), np.asarray(data.categorical, np.int64),
+                                np.asarray(data.labels, np.int64))
+        self._pretrain = self._finetune = None
+
+    def shuffle_buffer(self, rows, config):
+        return max(1, rows)  # the table is in memory anyway: shuffled whole, as always
+
+    def survey(self, layout, num_classes, config, with_bank):
+        check_inputs(self.data, layout, num_classes, config)
+        bank = build_feature_bank(self.data, config.feature_bank_size, config.seed) if with_bank else None
+        rng = np.random.default_rng(config.seed)
+        self._pretrain = split_rows(len(self.data), config.validation_fraction, rng)
+        self._pretrain = (self._pretrain[0], self._pretrain[1][:config.max_validation_rows])
+        self._labelled = self.data.take(np.flatnonzero(self.data.labels >= 0))
+        self._finetune = [(train, val[:config.max_validation_rows])
+                          for train, val in fine_tuning_splits(self._labelled.labels, config)]
+        return TableSurvey(len(self.data), len(self._labelled), bank,
+                           (len(self._pretrain[0]), len(self._pretrain[1])),
+                           [(len(t), len(v)) for t, v in self._finetune])
+
+    def pretrain_rows(self, validation):
+        return tf.data.Dataset.from_tensor_slices(self.data.take(self._pretrain[int(validation)]).inputs())
+
+    def labelled_rows(self, member, validation):
+        part = self._labelled.take(self._finetune[member][int(validation)])
+        return tf.data.Dataset.from_tensor_slices((part.inputs(), part.labels))
+
+    def unlabelled_batches(self, batch_size):
+        unlabelled = self.data.take(np.flatnonzero(self.data.labels < 0))
+        return tf.data.Dataset.from_tensor_slices(unlabelled.inputs()).batch(batch_size)
+
+
+# Salts of the row hashes that assign a streamed row to its splits.
+_PRETRAIN_SALT, _FINETUNE_SALT = "pretrain", "finetune"
+_HASH_BUCKETS = 1 << 30
+
+
+def row_hash_unit(rows: tf.Tensor, seed: int, salt: str) -> tf.Tensor:
+    """A float64 in [0, 1) per row index: a fixed function of (seed, salt, row), so a
+    streamed row lands in the same split on every pass without an index held in memory."""
+    keys = tf.strings.join([f"{seed}:{salt}:", tf.strings.as_string(rows)])
+    return tf.cast(tf.strings.to_hash_bucket_fast(keys, _HASH_BUCKETS), tf.float64) / _HASH_BUCKETS
+
+
+def _check_batch(numeric: np.ndarray, categorical: np.ndarray, labels: np.ndarray, layout: FeatureLayout,
+                 num_classes: int) -> None:
+    """check_inputs' per-row checks, for one batch of a stream."""
+    dn, dc = len(layout.numeric_names), len(layout.categorical_names)
+    if numeric.shape[1:] != (dn,) or categorical.shape[1:] != (dc,):
+        raise ValueError(f"expected numeric [B, {dn}] and categorical [B, {dc}], "
+                         f"got {numeric.shape} and {categorical.shape}")
+    if dn and np.any(np.isinf(numeric)):
+        raise ValueError("numeric features must be finite or NaN (missing), not inf")
+    if dc and len(categorical):
+        cards = np.asarray(layout.categorical_cardinalities)
+        bad = np.flatnonzero((categorical.min(axis=0) < 0) | (categorical.max(axis=0) >= cards))
+        if len(bad):
+            raise ValueError(f"categorical feature {layout.categorical_names[bad[0]]!r} has ids outside "
+                             f"[0, {cards[bad[0]]})")
+    if np.any((labels < -1) | (labels >= num_classes)):
+        raise ValueError(f"labels must lie in [0, {num_classes}) or be -1 (unlabelled)")
+
+
+class StreamedTable(TableSource):
+    """A table read as a stream of batches, e.g. the Trainer's transformed TFRecords.
+
+    `make_batches()` returns a fresh one-pass dataset of {"numeric" float32 [B, Dn],
+    "categorical" int64 [B, Dc], "labels" int64 [B]} in a fixed order. Memory holds the
+    bank, the shuffle buffer (`config.shuffle_buffer` rows) and the validation pairs
+    (at most `config.max_validation_rows`), whatever the row count. A row's splits follow
+    from a hash of its position in the stream: pretraining validation with probability
+    `validation_fraction`; fine-tuning fold `hash mod K` (or a `validation_fraction`
+    holdout when there are too few labelled rows for K folds of 4+).
+    """
+
+    def __init__(self, make_batches: Callable[[], tf.data.Dataset]):
+        self.make_batches = make_batches
+        self._config = None
+        self._folds = 0
+
+    def _annotated(self) -> tf.data.Dataset:
+        """Batches with each row's position ("row") and its two split hashes."""
+        seed = self._config.seed
+
+        def annotate(offset, batch):
+            n = tf.shape(batch["labels"], out_type=tf.int64)[0]
+            rows = offset + tf.range(n)
+            return offset + n, {**batch, "pretrain_u": row_hash_unit(rows, seed, _PRETRAIN_SALT),
+                                "finetune_u": row_hash_unit(rows, seed + 1, _FINETUNE_SALT)}
+
+        return self.make_batches().scan(tf.constant(0, tf.int64), annotate)
+
+    def _in_validation(self, batch, member: int):
+        """Fine-tuning validation membership of labelled rows, for `member`."""
+        if self._folds:
+            return tf.cast(tf.floor(batch["finetune_u"] * self._folds), tf.int32) == member
+        return batch["finetune_u"] < self._config.validation_fraction
+
+    def survey(self, layout, num_classes, config, with_bank):
+        check_inputs(None, layout, num_classes, config)
+        self._config = config
+        k = max(1, config.ensemble_size)
+        counts = {"rows": 0, "labelled": 0, "pretrain_validation": 0, "holdout": 0, "folds": np.zeros(k, np.int64)}
+
+        def checked():
+            for batch in self._annotated().as_numpy_iterator():
+                numeric, categorical, labels = batch["numeric"], batch["categorical"], batch["labels"]
+                _check_batch(numeric, categorical, labels, layout, num_classes or 1 << 62)
+                u = batch["finetune_u"][labels >= 0]
+                counts["rows"] += len(labels)
+                counts["labelled"] += len(u)
+                counts["pretrain_validation"] += int((batch["pretrain_u"] < config.validation_fraction).sum())
+                counts["holdout"] += int((u < config.validation_fraction).sum())
+                counts["folds"] += np.bincount(np.floor(u * k).astype(np.int64), minlength=k)[:k]
+                yield numeric, categorical
+
+        if with_bank:
+            bank = FeatureBank.from_batches(checked(), config.feature_bank_size, config.seed)
+        else:
+            bank = None
+            for _ in checked():
+                pass
+        n, labelled = counts["rows"], counts["labelled"]
+        if n == 0:
+            raise ValueError("no rows to train on")
+        if labelled == 0 and num_classes is not None:
+            raise ValueError("no labelled rows to fine-tune on")
+        cap = config.max_validation_rows
+        self._folds = k if k > 1 and labelled >= 4 * k else 0
+        if self._folds:
+            self._holdout = True
+            splits = [(labelled - int(v), min(int(v), cap)) for v in counts["folds"]]
+        else:
+            val = counts["holdout"]
+            self._holdout = val >= 2 and labelled - val >= 2
+            splits = [(labelled - val, min(val, cap)) if self._holdout else (labelled, 0)]
+        val = counts["pretrain_validation"]
+        self._pretrain_holdout = val >= 2 and n - val >= 2
+        pretrain_split = (n - val, min(val, cap)) if self._pretrain_holdout else (n, 0)
+        return TableSurvey(n, labelled, bank, pretrain_split, splits)
+
+    def _rows(self, keep, with_labels: bool) -> tf.data.Dataset:
+        """The rows `keep(batch)` selects, unbatched: input dicts, or (inputs, label) pairs.
+        Selection and restructuring run per batch; only the result is unbatched."""
+        def select(batch):
+            mask = keep(batch)
+            inputs = {k: tf.boolean_mask(batch[k], mask) for k in ("numeric", "categorical")}
+            return (inputs, tf.boolean_mask(batch["labels"], mask)) if with_labels else inputs
+
+        return self._annotated().map(select, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+    def pretrain_rows(self, validation):
+        fraction = self._config.validation_fraction
+
+        def keep(batch):
+            if not self._pretrain_holdout:
+                return tf.fill(tf.shape(batch["labels"]), not validation)
+            return (batch["pretrain_u"] < fraction) == validation
+
+        ds = self._rows(keep, with_labels=False)
+        return ds.take(self._config.max_validation_rows) if validation else ds
+
+    def labelled_rows(self, member, validation):
+        def keep(batch):
+            labelled = batch["labels"] >= 0
+            if not self._holdout:
+                return labelled & tf.constant(not validation)
+            return labelled & (self._in_validation(batch, member) == validation)
+
+        ds = self._rows(keep, with_labels=True)
+        return ds.take(self._config.max_validation_rows) if validation else ds
+
+    def unlabelled_batches(self, batch_size):
+        return self._rows(lambda batch: batch["labels"] < 0, with_labels=False).batch(batch_size)
+
+
+def as_source(data: "TabularData | TableSource") -> TableSource:
+    return data if isinstance(data, TableSource) else InMemoryTable(data)
 
 
 @keras.saving.register_keras_serializable(package="scarfx")
@@ -381,6 +612,15 @@ def info_nce_loss(anchors, positives, temperature: float = 1.0, symmetric: bool 
     return loss
 
 
+def _step_logs(logs: dict) -> dict:
+    """A train/test step's logs. Under MultiWorkerMirroredStrategy Keras 3.6 reduces them
+    across workers along axis 0, which a scalar lacks (tensorflow/tensorflow#72388):
+    there, each goes out as a [1] vector, and the reduction gives back the scalar."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
+
+
 @keras.saving.register_keras_serializable(package="scarfx")
 class ScarfPretrainer(keras.Model):
     """Trains f and g with InfoNCE; each train step corrupts its own batch.
@@ -411,26 +651,42 @@ class ScarfPretrainer(keras.Model):
         return self.head(self.encoder(inputs, training=training), training=training)
 
     def contrastive_loss(self, clean, corrupted, training=False):
+        """InfoNCE over the global batch. Under a strategy with several replicas, each
+        replica embeds its share and all-gathers both views, so every row still has the
+        whole global batch's B - 1 negatives, as on one device."""
         batch = tf.shape(clean["numeric"])[0]
         both = {k: tf.concat([clean[k], corrupted[k]], axis=0) for k in ("numeric", "categorical")}
         z = self(both, training=training)
-        return info_nce_loss(z[:batch], z[batch:], self.temperature, self.symmetric)
+        anchors, positives = z[:batch], z[batch:]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            anchors, positives = context.all_gather(anchors, axis=0), context.all_gather(positives, axis=0)
+        return info_nce_loss(anchors, positives, self.temperature, self.symmetric)
 
     def train_step(self, data):
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        # The key is (seed, step · replicas + replica): distinct per replica and step, and
+        # (seed, step) on one device.
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64) if replicas > 1 else 0
+        step = tf.cast(self.optimizer.iterations, tf.int64) * replicas + replica
+        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
         corrupted = self.corruption(data, seed=seed)
         with tf.GradientTape() as tape:
             loss = self.contrastive_loss(data, corrupted, training=True)
+            # Every replica holds the same global loss; all_gather's gradient sums the
+            # replicas' upstream gradients and the optimizer sums theirs: scale by 1/R.
+            scaled = loss / replicas if replicas > 1 else loss
         # Read after the forward pass: the first call is what builds the head's weights.
         variables = self.encoder.trainable_variables + self.head.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        return _step_logs({"loss": self.loss_tracker.result()})
 
     def test_step(self, data):
         clean, corrupted = data
         self.loss_tracker.update_state(self.contrastive_loss(clean, corrupted, training=False))
-        return {"loss": self.loss_tracker.result()}
+        return _step_logs({"loss": self.loss_tracker.result()})
 
     def get_config(self):
         return {
@@ -603,21 +859,53 @@ def _history(history) -> dict[str, list[float]]:
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
-def _dataset(inputs, labels, batch_size: int, shuffle: bool, seed: int, drop_remainder: bool = False):
-    elements = inputs if labels is None else (inputs, labels)
-    ds = tf.data.Dataset.from_tensor_slices(elements)
-    if shuffle:
-        ds = ds.shuffle(len(next(iter(inputs.values()))), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Under a multi-worker strategy every worker builds the same global batches (same
+    rows, seeds and split hashes) and keeps its replicas' share of each: sharding by
+    file would give workers different rows and different row positions."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
-def _training_dataset(inputs, labels, rows: int, config: ScarfConfig, drop_remainder: bool):
-    """(endless shuffled batches, steps per epoch, batch); an epoch is >= min_steps_per_epoch steps."""
-    batch = max(1, min(config.batch_size, rows))
-    passes = rows // batch if drop_remainder else math.ceil(rows / batch)
-    steps = max(passes, config.min_steps_per_epoch, 1)
-    ds = _dataset(inputs, labels, batch, True, config.seed, drop_remainder).repeat()
+def _build_for(strategy: tf.distribute.Strategy, model: keras.Model, variables) -> None:
+    """Builds `model`'s optimizer (and the model, by one call on an empty batch) under a
+    several-replica `strategy`, and leaves the strategy to fit's scope. Keras 3's fit
+    otherwise builds a model made under a strategy from a cross-replica mean of the first
+    batch, which fails for dict inputs under MultiWorkerMirroredStrategy and for uneven
+    per-replica batches; everything is built here, so that step has nothing to do."""
+    if strategy.num_replicas_in_sync == 1:
+        return
+    with strategy.scope():
+        variables = variables()
+        model.optimizer.build(variables)
+    model._distribute_strategy = None  # fit then runs under `with strategy.scope()`: get_strategy()
+    if not isinstance(model, ScarfPretrainer):  # a compiled classifier: its logs come from compute_metrics
+        compute_metrics = model.compute_metrics
+        model.compute_metrics = lambda *args, **kwargs: _step_logs(compute_metrics(*args, **kwargs))
+
+
+def _batched(rows: tf.data.Dataset, batch_size: int, shuffle_buffer: int, seed: int, drop_remainder: bool = False):
+    if shuffle_buffer:
+        rows = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return _shard_by_data(rows.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE))
+
+
+def _training_dataset(rows: tf.data.Dataset, count: int, shuffle_buffer: int, config: ScarfConfig,
+                      drop_remainder: bool):
+    """(endless shuffled batches, steps per epoch, batch). An epoch is `config.steps_per_epoch`
+    steps when set (the Trainer's train_steps), else one pass but >= min_steps_per_epoch."""
+    batch = max(1, min(config.batch_size, count))
+    passes = count // batch if drop_remainder else math.ceil(count / batch)
+    steps = config.steps_per_epoch or max(passes, config.min_steps_per_epoch, 1)
+    ds = _batched(rows, batch, shuffle_buffer, config.seed, drop_remainder).repeat()
     return ds, steps, batch
+
+
+def _materialize(rows: tf.data.Dataset, count: int) -> TabularData:
+    """The first `count` (bounded) rows of input dicts as arrays."""
+    batch = next(iter(rows.batch(count).take(1)))
+    return TabularData(batch["numeric"].numpy(), batch["categorical"].numpy(), np.zeros(count, np.int64))
 
 
 def _steady_rate(seconds: list[float], rows_per_epoch: int) -> tuple[float | None, float | None]:
@@ -629,44 +917,63 @@ def _steady_rate(seconds: list[float], rows_per_epoch: int) -> tuple[float | Non
     return per_epoch, (rows_per_epoch / per_epoch if per_epoch > 0 else None)
 
 
-def pretrain(encoder, data: TabularData, layout: FeatureLayout, config: ScarfConfig, log_dir=None,
-             jit_compile: bool = True, bank: FeatureBank | None = None):
+def pretrain(encoder, data: "TabularData | TableSource", layout: FeatureLayout, config: ScarfConfig, log_dir=None,
+             jit_compile: bool = True, bank: FeatureBank | None = None, survey: TableSurvey | None = None,
+             strategy: tf.distribute.Strategy | None = None):
     """Stage 1 on every row, labelled or not; trains `encoder` in place. Returns (history, summary).
 
-    A `validation_fraction` of rows is held out as fixed corrupted pairs for early
-    stopping (patience `config.patience`, best weights restored); the bank is drawn from
-    all rows. Training batches drop the remainder, so every step has B - 1 negatives.
-    The train step (corruption included) is XLA-compiled unless `jit_compile=False`.
+    A `validation_fraction` of rows is held out as fixed corrupted pairs (at most
+    `max_validation_rows`) for early stopping (patience `config.patience`, best weights
+    restored); the bank is drawn from all rows. Training batches drop the remainder, so
+    every step has B - 1 negatives. The train step (corruption included) is
+    XLA-compiled unless `jit_compile=False` or the `strategy` (the one `encoder` was built
+    under; default: TF's current) has several replicas. `survey` is the source's, when
+    already taken.
     """
     start = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    bank = bank if bank is not None else build_feature_bank(data, config.feature_bank_size, config.seed)
-    train_rows, val_rows = split_rows(len(data), config.validation_fraction, rng)
-    train = data.take(train_rows)
-    corruption = FeatureCorruption.from_bank(bank, config.corruption_rate, name="corruption")
-    model = ScarfPretrainer(
-        encoder, build_projection_head(config), corruption, config.temperature, config.symmetric_loss, config.seed
-    )
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
-    train_ds, steps, batch = _training_dataset(train.inputs(), None, len(train), config, drop_remainder=True)
+    source = as_source(data)
+    if survey is None:
+        survey = source.survey(layout, None, config, with_bank=bank is None)
+    bank = bank if bank is not None else survey.bank
+    train_count, val_count = survey.pretrain_split
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        corruption = FeatureCorruption.from_bank(bank, config.corruption_rate, name="corruption")
+        model = ScarfPretrainer(
+            encoder, build_projection_head(config), corruption, config.temperature, config.symmetric_loss, config.seed
+        )
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      jit_compile=jit_compile and strategy.num_replicas_in_sync == 1)
+
+    def built_variables():
+        model({"numeric": tf.zeros((1, len(layout.numeric_names))),
+               "categorical": tf.zeros((1, len(layout.categorical_names)), tf.int64)})  # builds the head
+        return encoder.trainable_variables + model.head.trainable_variables
+
+    _build_for(strategy, model, built_variables)
+    train_ds, steps, batch = _training_dataset(source.pretrain_rows(False), train_count,
+                                               source.shuffle_buffer(train_count, config), config, drop_remainder=True)
     val_ds = None
-    if len(val_rows):
-        clean, corrupted = make_fixed_validation_pairs(data.take(val_rows), bank, config.corruption_rate, config.seed)
-        val_ds = tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch)
+    if val_count:
+        clean, corrupted = make_fixed_validation_pairs(_materialize(source.pretrain_rows(True), val_count), bank,
+                                                       config.corruption_rate, config.seed)
+        val_ds = _shard_by_data(tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch))
     callbacks, timer, stopper = _callbacks(
         lambda logs: (-logs["val_loss"],), config, log_dir, "pretrain", val_ds is not None
     )
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=0,
-    )
+    with strategy.scope():
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, steps_per_epoch=steps,
+            validation_steps=config.validation_steps if val_ds is not None else None, callbacks=callbacks, verbose=0,
+        )
     hist = _history(history)
     hist["train_seconds"] = [float(x) for x in timer.train_seconds]  # per epoch, validation excluded
     seconds_per_epoch, rows_per_second = _steady_rate(timer.train_seconds, steps * batch)
     summary = {
-        "pretrain_rows": len(data),
-        "pretrain_train_rows": len(train),
-        "pretrain_validation_pairs": int(len(val_rows)),
+        "pretrain_rows": survey.rows,
+        "pretrain_train_rows": train_count,
+        "pretrain_validation_pairs": int(val_count),
+        "pretrain_steps_per_epoch": int(steps),
         "feature_bank_rows": len(bank),
         "corrupted_features_per_row": corruption_count(layout.num_features, config.corruption_rate),
         "pretrain_epochs_run": len(hist.get("loss", [])),
@@ -725,13 +1032,13 @@ def _monitor(config: ScarfConfig):
     return lambda logs: (-logs["val_loss"],)
 
 
-def _compile_member(member, config: ScarfConfig, learning_rate: float) -> None:
+def _compile_member(member, config: ScarfConfig, learning_rate: float, jit_compile: bool = True) -> None:
     optimizer = _finetune_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
     member.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=True,
+        jit_compile=jit_compile,
     )
 
 
@@ -757,23 +1064,27 @@ def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_r
     return ds.enumerate().map(corrupt, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: TabularData, num_classes: int,
-                config: ScarfConfig, k: int, log_dir=None, bank: FeatureBank | None = None):
-    """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on
-    `train` and early-stopped on `val`. Returns (member, history, best epoch or None).
+def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_count: int, shuffle_buffer: int,
+                val: tf.data.Dataset | None, num_classes: int, config: ScarfConfig, k: int, log_dir=None,
+                bank: FeatureBank | None = None, strategy: tf.distribute.Strategy | None = None):
+    """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on the
+    `train` rows ((inputs, label), unbatched) and early-stopped on `val`. Returns (member,
+    history, best epoch or None, steps per epoch).
 
     With `linear_probe`, the softmax layer is first fitted alone on the frozen encoder
     (LP-FT, Kumar et al. 2022): full fine-tuning then starts from a fitted head rather
     than a random one, so its first steps do not wreck the pretrained features, and an
     early stop still leaves a converged linear model on them."""
-    member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
-    member_encoder.set_weights(encoder.get_weights())
-    member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k,
-                              linear_skip=config.linear_skip)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
+        member_encoder.set_weights(encoder.get_weights())
+        member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k,
+                                  linear_skip=config.linear_skip)
     min_steps = config.min_steps_per_epoch if config.finetune_min_steps_per_epoch is None \
         else config.finetune_min_steps_per_epoch
     train_ds, steps, _ = _training_dataset(
-        train.inputs(), train.labels, len(train),
+        train, train_count, shuffle_buffer,
         dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
     )
     if config.finetune_corruption_rate > 0 and bank is not None:
@@ -781,42 +1092,66 @@ def _fit_member(encoder, layout: FeatureLayout, train: TabularData, val: Tabular
                                            config.finetune_corrupted_rows, config.seed + 1000 * (k + 1))
     # Epochs shorter than min_steps_per_epoch are validated more often; patience and the
     # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
-    scale = max(1, math.ceil(config.min_steps_per_epoch / steps))
+    # An epoch length given explicitly (steps_per_epoch) is taken as it is.
+    scale = 1 if config.steps_per_epoch else max(1, math.ceil(config.min_steps_per_epoch / steps))
     stage_config = dataclasses.replace(config, patience=config.patience * scale,
                                        finetune_epochs=config.finetune_epochs * scale)
-    val_ds = _dataset(val.inputs(), val.labels, config.batch_size, False, 0) if len(val) else None
+    val_ds = _shard_by_data(val.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)) if val is not None else None
 
     def fit(log):
         callbacks, timer, stopper = _callbacks(_monitor(config), stage_config, log, "finetune", val_ds is not None)
-        history = member.fit(
-            train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=0,
-        )
+        with strategy.scope():
+            history = member.fit(
+                train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
+                validation_steps=config.validation_steps if val_ds is not None else None,
+                callbacks=callbacks, verbose=0,
+            )
         hist = _history(history)
         hist["train_seconds"] = [float(x) for x in timer.train_seconds]
         return hist, (stopper.best_epoch if stopper is not None else None)
 
+    jit = strategy.num_replicas_in_sync == 1
     if config.linear_probe:
         member_encoder.trainable = False
-        _compile_member(member, config, config.learning_rate)
+        with strategy.scope():
+            _compile_member(member, config, config.learning_rate, jit)
+        _build_for(strategy, member, lambda: member.trainable_variables)
         fit(None)
         member_encoder.trainable = True
-    _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier)
+    with strategy.scope():
+        _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier, jit)
+    _build_for(strategy, member, lambda: member.trainable_variables)
     hist, best = fit(log_dir)
-    return member, hist, best
+    return member, hist, best, steps
 
 
-def pseudo_labels(classifier, data: TabularData, threshold: float) -> TabularData:
+PREDICT_BATCH = 4096
+
+
+def pseudo_labels(classifier, data: "TabularData | TableSource", threshold: float) -> TabularData:
     """The unlabelled rows the classifier is at least `threshold` sure of, labelled with its
-    prediction (self-training). Rows stay unlabelled in `data` itself."""
-    unlabelled = data.take(np.flatnonzero(data.labels < 0))
-    if len(unlabelled) == 0:
-        return unlabelled
-    probabilities = classifier.predict(unlabelled.inputs(), batch_size=4096, verbose=0)
-    confident = np.flatnonzero(probabilities.max(axis=1) >= threshold)
-    chosen = unlabelled.take(confident)
-    chosen.labels = probabilities[confident].argmax(axis=1).astype(np.int64)
-    return chosen
+    prediction (self-training). Rows stay unlabelled in `data` itself. Read in batches;
+    only the chosen rows are kept."""
+    if isinstance(data, TabularData):
+        unlabelled = data.take(np.flatnonzero(data.labels < 0))
+        batches = (unlabelled.take(np.arange(i, min(i + PREDICT_BATCH, len(unlabelled))))
+                   for i in range(0, len(unlabelled), PREDICT_BATCH))
+        empty = unlabelled.take(np.arange(0))
+    else:
+        ds = data.unlabelled_batches(PREDICT_BATCH)
+        batches = (TabularData(b["numeric"], b["categorical"], np.full(len(b["numeric"]), -1, np.int64))
+                   for b in ds.as_numpy_iterator())
+        spec = ds.element_spec
+        empty = TabularData(np.zeros((0, spec["numeric"].shape[1]), np.float32),
+                            np.zeros((0, spec["categorical"].shape[1]), np.int64), np.zeros(0, np.int64))
+    chosen = [empty]
+    for batch in batches:
+        probabilities = classifier.predict(batch.inputs(), batch_size=PREDICT_BATCH, verbose=0)
+        confident = np.flatnonzero(probabilities.max(axis=1) >= threshold)
+        part = batch.take(confident)
+        part.labels = probabilities[confident].argmax(axis=1).astype(np.int64)
+        chosen.append(part)
+    return functools.reduce(_concat, chosen)
 
 
 def _concat(a: TabularData, b: TabularData) -> TabularData:
@@ -824,8 +1159,9 @@ def _concat(a: TabularData, b: TabularData) -> TabularData:
                        np.concatenate([a.labels, b.labels]))
 
 
-def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: int, config: ScarfConfig,
-              log_dir=None, bank: FeatureBank | None = None):
+def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout, num_classes: int,
+              config: ScarfConfig, log_dir=None, bank: FeatureBank | None = None, survey: TableSurvey | None = None,
+              strategy: tf.distribute.Strategy | None = None):
     """Stage 2 on labelled rows (label >= 0). Returns (classifier, history, summary).
 
     Each of the `ensemble_size` members starts from a copy of `encoder` (so `encoder`
@@ -837,31 +1173,34 @@ def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: in
     `pseudo_label_threshold`; validation stays on true labels only.
     """
     start = time.perf_counter()
-    labelled = data.take(np.flatnonzero(data.labels >= 0))
-    if len(labelled) == 0:
-        raise ValueError("no labelled rows to fine-tune on")
-    splits = fine_tuning_splits(labelled.labels, config)
+    source = as_source(data)
     # The augmentation's marginals come from every row, labelled or not, as in pretraining.
-    if config.finetune_corruption_rate <= 0:
-        bank = None
-    elif bank is None:
-        bank = build_feature_bank(data, config.feature_bank_size, config.seed)
-    pseudo = TabularData(data.numeric[:0], data.categorical[:0], data.labels[:0])
+    augment = config.finetune_corruption_rate > 0
+    if survey is None:
+        survey = source.survey(layout, num_classes, config, with_bank=augment and bank is None)
+    bank = (bank if bank is not None else survey.bank) if augment else None
+    pseudo = None
     pseudo_counts = []
     for round_ in range(1 + config.self_training_rounds):
         if round_:
-            pseudo = pseudo_labels(classifier, data, config.pseudo_label_threshold)
+            pseudo = pseudo_labels(classifier, source, config.pseudo_label_threshold)
             pseudo_counts.append(len(pseudo))
             if len(pseudo) == 0:
                 break
-        members, histories, best_epochs, best_losses, epochs_run = [], [], [], [], []
-        for k, (train_rows, val_rows) in enumerate(splits):
-            train = _concat(labelled.take(train_rows), pseudo)
-            member, hist, best = _fit_member(encoder, layout, train, labelled.take(val_rows), num_classes, config, k,
-                                             log_dir if k == 0 and round_ == 0 else None, bank)
+        members, histories, best_epochs, best_losses, epochs_run, steps_run = [], [], [], [], [], []
+        for k, (train_count, val_count) in enumerate(survey.finetune_splits):
+            train = source.labelled_rows(k, validation=False)
+            if pseudo is not None:
+                train = train.concatenate(tf.data.Dataset.from_tensor_slices((pseudo.inputs(), pseudo.labels)))
+                train_count += len(pseudo)
+            val = source.labelled_rows(k, validation=True) if val_count else None
+            member, hist, best, steps = _fit_member(encoder, layout, train, train_count,
+                                             source.shuffle_buffer(train_count, config), val, num_classes, config, k,
+                                             log_dir if k == 0 and round_ == 0 else None, bank, strategy)
             members.append(member)
             histories.append(hist)
             epochs_run.append(len(hist.get("loss", [])))
+            steps_run.append(int(steps))
             if best is not None:
                 best_epochs.append(best + 1)
                 best_losses.append(float(hist["val_loss"][best]))
@@ -869,9 +1208,10 @@ def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: in
         # The curves and best epochs reported are those of the model returned: the last round's.
         first_history = histories[0]
     summary = {
-        "finetune_labelled_rows": len(labelled),
-        "finetune_train_rows": len(splits[0][0]),
-        "finetune_validation_rows": len(splits[0][1]),
+        "finetune_labelled_rows": survey.labelled,
+        "finetune_train_rows": survey.finetune_splits[0][0],
+        "finetune_validation_rows": survey.finetune_splits[0][1],
+        "finetune_steps_per_epoch": steps_run[0],
         "ensemble_size": len(members),
         "finetune_epochs_run": epochs_run[0],
         "finetune_best_epoch": best_epochs[0] if best_epochs else None,
@@ -884,31 +1224,19 @@ def fine_tune(encoder, data: TabularData, layout: FeatureLayout, num_classes: in
     return classifier, first_history, summary
 
 
-def check_inputs(data: TabularData, layout: FeatureLayout, num_classes: int, config: ScarfConfig | None = None) -> None:
-    """Raises ValueError, before any training, on inputs the model cannot use."""
-    n = len(data.labels)
+def check_inputs(data: TabularData | None, layout: FeatureLayout, num_classes: int | None,
+                 config: ScarfConfig | None = None) -> None:
+    """Raises ValueError, before any training, on inputs the model cannot use. Without
+    `data` (a stream), only the layout and config; a stream's rows are checked batch by
+    batch as its survey reads them. Without `num_classes` (pretraining alone), labels
+    are not checked."""
     dn, dc = len(layout.numeric_names), len(layout.categorical_names)
     if dn + dc == 0:
         raise ValueError("no features to train on")
-    if num_classes < 2:
+    if num_classes is not None and num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
     if len(layout.categorical_cardinalities) != dc or any(c < 1 for c in layout.categorical_cardinalities):
         raise ValueError(f"need one cardinality >= 1 per categorical feature, got {layout.categorical_cardinalities}")
-    if data.numeric.shape != (n, dn) or data.categorical.shape != (n, dc):
-        raise ValueError(
-            f"expected numeric [{n}, {dn}] and categorical [{n}, {dc}], "
-            f"got {data.numeric.shape} and {data.categorical.shape}"
-        )
-    if n == 0:
-        raise ValueError("no rows to train on")
-    if dn and np.any(np.isinf(data.numeric)):
-        raise ValueError("numeric features must be finite or NaN (missing), not inf")
-    if dc:
-        cards = np.asarray(layout.categorical_cardinalities)
-        bad = np.flatnonzero((data.categorical.min(axis=0) < 0) | (data.categorical.max(axis=0) >= cards))
-        if len(bad):
-            name = layout.categorical_names[bad[0]]
-            raise ValueError(f"categorical feature {name!r} has ids outside [0, {cards[bad[0]]})")
     if config is not None:
         if config.finetune_monitor not in FINETUNE_MONITORS:
             raise ValueError(f"finetune_monitor must be one of {FINETUNE_MONITORS}, got {config.finetune_monitor!r}")
@@ -916,51 +1244,84 @@ def check_inputs(data: TabularData, layout: FeatureLayout, num_classes: int, con
             raise ValueError(f"ensemble_size must be >= 1, got {config.ensemble_size}")
         if not 0.0 <= config.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {config.dropout}")
-    if np.any((data.labels < -1) | (data.labels >= num_classes)):
-        raise ValueError(f"labels must lie in [0, {num_classes}) or be -1 (unlabelled)")
-    if not np.any(data.labels >= 0):
+        for key in ("shuffle_buffer", "max_validation_rows"):
+            if getattr(config, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(config, key)}")
+        for key in ("steps_per_epoch", "validation_steps"):
+            if getattr(config, key) is not None and getattr(config, key) < 1:
+                raise ValueError(f"{key} must be >= 1 or unset, got {getattr(config, key)}")
+    if data is None:
+        return
+    n = len(data.labels)
+    if data.numeric.shape != (n, dn) or data.categorical.shape != (n, dc):
+        raise ValueError(
+            f"expected numeric [{n}, {dn}] and categorical [{n}, {dc}], "
+            f"got {data.numeric.shape} and {data.categorical.shape}"
+        )
+    if n == 0:
+        raise ValueError("no rows to train on")
+    _check_batch(data.numeric, data.categorical, data.labels, layout, num_classes if num_classes is not None else 1 << 62)
+    if num_classes is not None and not np.any(data.labels >= 0):
         raise ValueError("no labelled rows to fine-tune on")
 
 
 def train_scarf_classifier(
-    data: TabularData,
+    data: "TabularData | TableSource",
     layout: FeatureLayout,
     num_classes: int,
     config: ScarfConfig = ScarfConfig(),
     log_dir: str | None = None,
     init_encoder: Callable[[keras.Model], dict] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainingResult:
     """Pretrains f on all rows (unless config.pretrain is False), then fine-tunes f + a
     softmax classifier on the labelled rows. TensorBoard logs go to log_dir/{pretrain,finetune}.
 
+    `data` is an in-memory TabularData or a TableSource (e.g. a StreamedTable of the
+    Trainer's TFRecords): either way one survey pass checks it and fills the bank, and
+    both stages read it through tf.data.
+
     `init_encoder` (warm start) is called on the freshly built f before pretraining, to
     load an earlier model's weights into it (see models.warm_start); it returns what it
-    carried over, which goes into the summary as `warm_start`."""
-    check_inputs(data, layout, num_classes, config)
-    data = TabularData(
-        np.asarray(data.numeric, np.float32), np.asarray(data.categorical, np.int64), np.asarray(data.labels, np.int64)
-    )
+    carried over, which goes into the summary as `warm_start`.
+
+    Models are built and trained under `strategy` (default: one from
+    `config.distribution`); the global batch `batch_size` is split across its replicas.
+    The classifier and encoder returned are plain (undistributed) copies, to save anywhere."""
+    strategy = strategy or make_strategy(config.distribution)
+    source = as_source(data)
+    # One sample of every row's marginals, for pretraining's corruption and fine-tuning's
+    # augmentation alike, filled in the survey's one pass.
+    survey = source.survey(layout, num_classes, config,
+                           with_bank=config.pretrain or config.finetune_corruption_rate > 0)
     # Weight init and shuffling follow the seed, and the softmax layers are seeded, so
     # pretrain=True and pretrain=False start from identical weights and differ only by
     # the pretraining.
     keras.utils.set_random_seed(config.seed)
-    encoder = build_encoder(layout, config)
+    with strategy.scope():
+        encoder = build_encoder(layout, config)
     warm_start = init_encoder(encoder) if init_encoder is not None else None
-    summary = {"pretrained": config.pretrain, "rows": len(data), "num_features": layout.num_features,
-               "warm_started": warm_start is not None}
+    summary = {"pretrained": config.pretrain, "rows": survey.rows, "num_features": layout.num_features,
+               "warm_started": warm_start is not None, "replicas": strategy.num_replicas_in_sync}
     if warm_start is not None:
         summary["warm_start"] = warm_start
     pretrain_history = {}
-    # One sample of every row's marginals, for pretraining's corruption and fine-tuning's
-    # augmentation alike (the same bank either would build: same rows, same seed).
-    bank = build_feature_bank(data, config.feature_bank_size, config.seed) \
-        if config.pretrain or config.finetune_corruption_rate > 0 else None
     if config.pretrain:
-        pretrain_history, stage = pretrain(encoder, data, layout, config, log_dir, bank=bank)
+        pretrain_history, stage = pretrain(encoder, source, layout, config, log_dir, survey=survey, strategy=strategy)
     else:
         stage = _no_pretraining_summary(layout, config)
     summary.update(stage)
-    classifier, finetune_history, stage = fine_tune(encoder, data, layout, num_classes, config, log_dir, bank)
+    classifier, finetune_history, stage = fine_tune(encoder, source, layout, num_classes, config, log_dir,
+                                                    survey=survey, strategy=strategy)
     summary.update(stage)
-    summary["unlabelled_rows"] = int((data.labels < 0).sum())
+    summary["unlabelled_rows"] = survey.rows - survey.labelled
+    if strategy is not tf.distribute.get_strategy():
+        classifier, encoder = _plain_copy(classifier), _plain_copy(encoder)
     return TrainingResult(classifier, pretrain_history, finetune_history, summary, encoder)
+
+
+def _plain_copy(model: keras.Model) -> keras.Model:
+    """The model rebuilt outside any strategy, holding its trained weights as plain variables."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -2,6 +2,10 @@
 import dataclasses
 
 FINETUNE_MONITORS = ("loss", "accuracy")
+# tf.distribute strategy the Trainer builds its models under (models/distribution.py):
+# none; all local GPUs (or the CPU) with MirroredStrategy; or the workers of TF_CONFIG
+# with MultiWorkerMirroredStrategy, as on Vertex AI Training or a Kubeflow TFJob.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 NUMERIC_ENCODINGS = ("quantile_normal", "zscore")  # Transform's numeric encodings (models/preprocessing.py)
 
 
@@ -67,3 +71,14 @@ class ScarfConfig:
     # probability (labelled with that prediction). 0 = off.
     self_training_rounds: int = 0
     pseudo_label_threshold: float = 0.9
+    # --- scale (a streamed table: the Trainer's TFRecords; models/scarf.py StreamedTable)
+    # Rows in the shuffle buffer of a streamed table (an in-memory one is shuffled whole).
+    shuffle_buffer: int = 100_000
+    # At most this many rows validate each stage: the fixed pretraining pairs, each fold.
+    max_validation_rows: int = 50_000
+    # An epoch of exactly this many steps, and validation on this many batches (the
+    # Trainer sets them from TrainArgs/EvalArgs num_steps when given). None: one pass.
+    steps_per_epoch: int | None = None
+    validation_steps: int | None = None
+    # The global batch (batch_size) is split across the strategy's replicas.
+    distribution: str = "none"

@@ -1,12 +1,13 @@
 """The Trainer's run_fn: the only place where TFX meets the model code."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
+import shutil
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
@@ -14,8 +15,9 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import export, features
-from models.labels import hide_labels
-from models.scarf import FeatureLayout, ScarfConfig, TabularData, train_scarf_classifier
+from models.distribution import is_chief, make_strategy
+from models.labels import hide_labels_in_stream
+from models.scarf import FeatureLayout, ScarfConfig, StreamedTable, train_scarf_classifier
 from models.warm_start import EncoderCheckpoint, warm_start_encoder
 
 # Next to Format-Serving/ in the Model artifact dir, so Trainer(base_model=...) of a
@@ -75,48 +77,77 @@ def warm_start_checkpoint(base_model: str | None, config: ScarfConfig) -> Encode
                              missing_indicators=bool(previous.get("missing_indicators", False)))
 
 
-def read_transformed(file_pattern, data_accessor, tf_transform_output, layout) -> TabularData:
-    """Loads a transformed split into the arrays the SCARF trainer consumes."""
+READ_BATCH = 4096  # rows per batch read from the transformed TFRecords
+
+
+def transformed_batches(file_pattern, data_accessor, schema, layout) -> tf.data.Dataset:
+    """One pass over a transformed split (`schema`: the Transform's output schema), in file
+    order: {"numeric", "categorical", "labels"} batches."""
     dataset = data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=4096, num_epochs=1, shuffle=False),
-        tf_transform_output.transformed_metadata.schema,
+        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=READ_BATCH, num_epochs=1, shuffle=False), schema,
     )
-    numeric, categorical, labels = [], [], []
-    for batch in dataset:
-        inputs = export.model_inputs(batch, layout)
-        numeric.append(inputs["numeric"].numpy())
-        categorical.append(inputs["categorical"].numpy())
-        labels.append(tf.reshape(batch[features.LABEL_KEY], [-1]).numpy())
-    if not labels:
-        raise ValueError(f"no transformed examples found in {file_pattern}")
-    return TabularData(
-        numeric=np.concatenate(numeric).astype(np.float32),
-        categorical=np.concatenate(categorical).astype(np.int64),
-        labels=np.concatenate(labels).astype(np.int64),
-    )
+
+    def to_rows(batch):
+        return {**export.model_inputs(batch, layout),
+                "labels": tf.cast(tf.reshape(batch[features.LABEL_KEY], [-1]), tf.int64)}
+
+    return dataset.map(to_rows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def transformed_stream(file_pattern, data_accessor, schema, layout, num_classes: int,
+                       label_fraction: float, seed: int) -> StreamedTable:
+    """The transformed split as a StreamedTable (read afresh each pass, never held in memory);
+    with `label_fraction` < 1, a stratified share of its labels hidden as it streams."""
+    if not 0.0 < label_fraction <= 1.0:
+        raise ValueError(f"label fraction must lie in (0, 1], got {label_fraction}")
+
+    def batches():
+        ds = transformed_batches(file_pattern, data_accessor, schema, layout)
+        return hide_labels_in_stream(ds, label_fraction, num_classes, seed) if label_fraction < 1.0 else ds
+
+    return StreamedTable(batches)
+
+
+def scarf_config(custom: dict, fn_args) -> ScarfConfig:
+    """The run's ScarfConfig: the config file's `scarf` section, with the Trainer's
+    TrainArgs/EvalArgs num_steps (when given) as the epoch and validation lengths."""
+    config = ScarfConfig(**custom.get("scarf", {}))
+    steps = {}
+    if getattr(fn_args, "train_steps", None):
+        steps["steps_per_epoch"] = int(fn_args.train_steps)
+    if getattr(fn_args, "eval_steps", None):
+        steps["validation_steps"] = int(fn_args.eval_steps)
+    return dataclasses.replace(config, **steps)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom = fn_args.custom_config or {}
     label = custom["label"]
     drop = set(custom.get("drop_columns", []))
-    config = ScarfConfig(**custom.get("scarf", {}))
+    config = scarf_config(custom, fn_args)
+    # Before any other TF op: MultiWorkerMirroredStrategy configures collective ops.
+    strategy = make_strategy(config.distribution)
+    # Every worker of a multi-worker run executes this run_fn; only the chief's outputs
+    # land in the artifact dirs, the others' in a temp dir (TF's multi-worker convention).
+    scratch = None
+    if is_chief():
+        serving_model_dir, model_run_dir = fn_args.serving_model_dir, fn_args.model_run_dir
+    else:
+        scratch = tempfile.mkdtemp(prefix="scarfx-worker-")
+        serving_model_dir = os.path.join(scratch, "model", "Format-Serving")
+        model_run_dir = os.path.join(scratch, "model_run")
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     layout = export.layout_from_transform(tf_transform_output)
     classes = export.class_names(tf_transform_output)
     if len(classes) < 2:
         raise ValueError(f"label {label!r} has {len(classes)} class(es) in the training data; need at least 2")
-    data = read_transformed(fn_args.train_files, fn_args.data_accessor, tf_transform_output, layout)
     label_fraction = float(custom.get("label_fraction", 1.0))
-    if label_fraction < 1.0:
-        data.labels = hide_labels(data.labels, label_fraction, config.seed)
-    logging.info(
-        "SCARF: %d rows (%d labelled), %d numeric + %d categorical features, %d classes",
-        len(data.labels), int((data.labels >= 0).sum()), len(layout.numeric_names),
-        len(layout.categorical_names), len(classes),
-    )
+    data = transformed_stream(fn_args.train_files, fn_args.data_accessor,
+                              tf_transform_output.transformed_metadata.schema, layout, len(classes), label_fraction,
+                              config.seed)
+    logging.info("SCARF: streaming %s; %d numeric + %d categorical features, %d classes", fn_args.train_files,
+                 len(layout.numeric_names), len(layout.categorical_names), len(classes))
     vocabularies = export.categorical_vocabularies(tf_transform_output, layout)
     checkpoint = warm_start_checkpoint(fn_args.base_model, config)
     init_encoder = None
@@ -124,7 +155,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         init_encoder = functools.partial(warm_start_encoder, layout=layout, vocabularies=vocabularies,
                                          checkpoint=checkpoint, config=config)
     result = train_scarf_classifier(
-        data, layout, len(classes), config, log_dir=fn_args.model_run_dir, init_encoder=init_encoder
+        data, layout, len(classes), config, log_dir=model_run_dir, init_encoder=init_encoder, strategy=strategy
     )
     if checkpoint is not None:
         carried = result.summary["warm_start"]
@@ -138,12 +169,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     serving_features = sorted(k for k in tf_transform_output.raw_feature_spec() if k != label and k not in drop)
     export.export_saved_model(
-        result.classifier, tf_transform_output, fn_args.serving_model_dir, label, serving_features,
+        result.classifier, tf_transform_output, serving_model_dir, label, serving_features,
         model_name=custom.get("model_name", "scarfx"), na_values=custom.get("na_values", ()),
     )
     # TF Serving (and scarfx's server) replay these at load time, before serving traffic.
     export.write_warmup_file(
-        fn_args.serving_model_dir,
+        serving_model_dir,
         export.warmup_requests(tf_transform_output, serving_features),
         model_name=custom.get("model_name", "scarfx"),
     )
@@ -158,12 +189,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "pretrain_history": result.pretrain_history,
         "finetune_history": result.finetune_history,
     }
-    model_dir = _model_dir(fn_args.serving_model_dir)
+    model_dir = _model_dir(serving_model_dir)
     local_weights = os.path.join(tempfile.mkdtemp(prefix="scarfx-encoder-"), ENCODER_WEIGHTS_FILE)
     result.encoder.save_weights(local_weights)
     tf.io.gfile.copy(local_weights, os.path.join(model_dir, ENCODER_WEIGHTS_FILE), overwrite=True)
     with tf.io.gfile.GFile(os.path.join(model_dir, ENCODER_LAYOUT_FILE), "w") as f:
         f.write(json.dumps(encoder_signature(layout, config, vocabularies), indent=2))
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, features.SUMMARY_FILE), "w") as f:
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, features.SUMMARY_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2, default=float))
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""The streamed table (the Trainer's TFRecords as tf.data) against the in-memory one."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.labels import hide_labels_in_stream
+from models.scarf import (
+    FeatureLayout, InMemoryTable, ScarfConfig, StreamedTable, TabularData, build_encoder, pretrain,
+    train_scarf_classifier,
+)
+
+LAYOUT = FeatureLayout(("a", "b"), ("c",), (4,))
+TINY = ScarfConfig(encoder_depth=1, encoder_width=16, head_depth=1, head_width=16, batch_size=32, pretrain_epochs=1,
+                   finetune_epochs=1, min_steps_per_epoch=1, ensemble_size=2, feature_bank_size=50)
+
+
+def _table(n, seed=0, labelled=0.5):
+    rng = np.random.default_rng(seed)
+    numeric = rng.normal(size=(n, 2)).astype(np.float32)
+    labels = (numeric[:, 0] > 0).astype(np.int64)
+    labels[rng.random(n) > labelled] = -1
+    return TabularData(numeric, rng.integers(0, 4, size=(n, 1)).astype(np.int64), labels)
+
+
+def _stream(data, batch=37):
+    return StreamedTable(lambda: tf.data.Dataset.from_tensor_slices(
+        {"numeric": data.numeric, "categorical": data.categorical, "labels": data.labels}).batch(batch))
+
+
+def _rows(ds):
+    return list(ds.as_numpy_iterator())
+
+
+def test_stream_survey_fills_the_same_bank_as_the_arrays():
+    data = _table(500)
+    streamed = _stream(data).survey(LAYOUT, 2, TINY, with_bank=True)
+    in_memory = InMemoryTable(data).survey(LAYOUT, 2, TINY, with_bank=True)
+    assert streamed.rows == in_memory.rows == 500 and streamed.labelled == in_memory.labelled
+    np.testing.assert_array_equal(streamed.bank.numeric, in_memory.bank.numeric)  # same reservoir, same rows
+    np.testing.assert_array_equal(streamed.bank.categorical, in_memory.bank.categorical)
+    assert streamed.bank.rows_seen == 500 and len(streamed.bank) == 50
+
+
+def test_stream_splits_are_disjoint_complete_and_the_same_on_every_pass():
+    data = _table(600)
+    source = _stream(data)
+    survey = source.survey(LAYOUT, 2, TINY, with_bank=False)
+    train, val = _rows(source.pretrain_rows(False)), _rows(source.pretrain_rows(True))
+    assert (len(train), len(val)) == survey.pretrain_split and len(train) + len(val) == 600
+    assert 30 <= len(val) <= 90  # validation_fraction 0.1 of 600, by hash
+    keys = lambda rows: sorted(r["numeric"].tobytes() for r in rows)  # noqa: E731
+    assert keys(train + val) == keys([{"numeric": x} for x in data.numeric])
+    assert keys(_rows(source.pretrain_rows(True))) == keys(val)  # a second pass: the same rows
+    folds = [_rows(source.labelled_rows(k, True)) for k in range(2)]
+    assert [len(f) for f in folds] == [v for _, v in survey.finetune_splits]
+    assert sum(len(f) for f in folds) == survey.labelled == int((data.labels >= 0).sum())
+    for k, fold in enumerate(folds):
+        trained = _rows(source.labelled_rows(k, False))
+        assert len(trained) == survey.finetune_splits[k][0] == survey.labelled - len(fold)
+        assert not set(keys([r for r, _ in trained])) & set(keys([r for r, _ in fold]))
+
+
+def test_validation_samples_are_bounded():
+    data = _table(600)
+    config = dataclasses.replace(TINY, max_validation_rows=7)
+    source = _stream(data)
+    survey = source.survey(LAYOUT, 2, config, with_bank=False)
+    assert survey.pretrain_split[1] == 7 and len(_rows(source.pretrain_rows(True))) == 7
+    assert all(v == 7 for _, v in survey.finetune_splits)
+    assert all(len(_rows(source.labelled_rows(k, True))) == 7 for k in range(2))
+    assert InMemoryTable(data).survey(LAYOUT, 2, config, with_bank=False).pretrain_split[1] == 7
+
+
+def test_steps_per_epoch_and_validation_steps_are_honoured():
+    data = _table(400)
+    config = dataclasses.replace(TINY, steps_per_epoch=3, validation_steps=1, pretrain_epochs=2, finetune_epochs=2,
+                                 patience=5)
+    result = train_scarf_classifier(_stream(data), LAYOUT, 2, config)
+    assert result.summary["pretrain_steps_per_epoch"] == 3 and result.summary["finetune_steps_per_epoch"] == 3
+    assert result.summary["pretrain_epochs_run"] == 2
+    one_pass = pretrain(build_encoder(LAYOUT, TINY), _stream(data), LAYOUT, TINY)[1]
+    assert one_pass["pretrain_steps_per_epoch"] == one_pass["pretrain_train_rows"] // 32
+
+
+def test_stream_rejects_bad_rows_batch_by_batch():
+    data = _table(100)
+    data.categorical[90, 0] = 9  # beyond cardinality 4, in the third batch
+    with pytest.raises(ValueError, match="ids outside"):
+        _stream(data).survey(LAYOUT, 2, TINY, with_bank=True)
+    unlabelled = TabularData(data.numeric, np.zeros_like(data.categorical), np.full(100, -1))
+    with pytest.raises(ValueError, match="no labelled rows"):
+        _stream(unlabelled).survey(LAYOUT, 2, TINY, with_bank=True)
+
+
+def test_hiding_labels_in_a_stream_keeps_a_stratified_share_and_every_class():
+    labels = np.array(([0] * 9 + [1]) * 100 + [2] * 10 + [-1] * 50)
+    batches = tf.data.Dataset.from_tensor_slices({"labels": labels}).batch(64)
+    out = np.concatenate([b["labels"] for b in hide_labels_in_stream(batches, 0.25, 3, seed=0).as_numpy_iterator()])
+    kept = [(out == c).sum() for c in (0, 1, 2)]
+    assert abs(kept[0] - 225) <= 1 and abs(kept[1] - 25) <= 1 and kept[2] in (2, 3)
+    assert np.all(out[labels == -1] == -1) and np.all((out == labels) | (out == -1))
+    assert out[np.flatnonzero(labels == 2)[0]] == 2  # a class's first row always keeps its label
+    again = np.concatenate([b["labels"] for b in hide_labels_in_stream(batches, 0.25, 3, 0).as_numpy_iterator()])
+    np.testing.assert_array_equal(out, again)

@@ -7,7 +7,6 @@ batch's other corrupted views. Corruption runs inside the compiled train step, k
 """
 from __future__ import annotations
 
-
 import keras
 import tensorflow as tf
 

@@ -5,7 +5,6 @@ it and adds a missing indicator; categorical ids are embedded per feature.
 """
 from __future__ import annotations
 
-
 import keras
 import tensorflow as tf
 

@@ -1,6 +1,7 @@
 """SCARF's stage 1: trains encoder f contrastively on every row, labelled or not.
 
-Early stopping watches the InfoNCE of fixed corrupted validation pairs, keyed by (seed, -1), which no train step uses.
+Early stopping watches the InfoNCE of fixed corrupted validation pairs, corrupted with the
+key (seed, -1), which no train step uses.
 """
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ import time
 import keras
 import tensorflow as tf
 
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout, TabularData
-from models.sources import TableSource, TableSurvey, as_source
 from models.contrastive import ScarfPretrainer
 from models.corruption import FeatureBank, FeatureCorruption, corrupt_features, corruption_count
 from models.network import build_projection_head
-from models.training import _callbacks, _history, _shard_by_data, _build_for, _training_dataset, _materialize, _steady_rate
-
+from models.scarf_config import ScarfConfig
+from models.sources import TableSource, TableSurvey, as_source
+from models.tabular_data import FeatureLayout, TabularData
+from models.training import (
+    _build_for,
+    _callbacks,
+    _history,
+    _materialize,
+    _shard_by_data,
+    _steady_rate,
+    _training_dataset,
+)
 
 VALIDATION_SEED_STREAM = -1  # second half of the validation key; train steps use 0, 1, 2, ...
 

@@ -1,25 +1,10 @@
-"""SCARF (Bahri et al., arXiv 2106.15147) in Keras: contrastive pretraining, then fine-tuning.
+"""SCARF (Bahri et al., arXiv 2106.15147) in Keras: the entry point that pretrains, then fine-tunes.
 
-Pretraining view: for every row, a fresh uniform subset of exactly q = max(1, ⌊c·M⌋) of
-its M features is replaced by values drawn from each feature's empirical marginal (a
-bank of training rows: for each corrupted cell, a random bank row's value of that
-feature). Categorical features are corrupted as vocabulary ids, before embedding. The
-clean row is the anchor and is never altered. Encoder f and head g map both views;
-InfoNCE (Algorithm 1) pulls a row towards its own corrupted view and away from the
-batch's other corrupted views. Then g is dropped and f plus a softmax classifier are
-fine-tuned on labelled rows (label >= 0) only.
-
-Randomness: weights and tf.data shuffling follow `ScarfConfig.seed` (via
-`keras.utils.set_random_seed`); corruption uses stateless random ops keyed by
-(seed, optimizer step), so it runs inside the XLA-compiled train step and a run is
-reproducible; the fixed validation pairs use the key (seed, -1), which no step uses.
-
-Early stopping (patience `config.patience`, best weights restored): pretraining on the
-InfoNCE of fixed corrupted validation pairs; fine-tuning on the validation log-loss of
-a stratified labelled split (or of each fold, for an ensemble of K members).
-
-Numeric inputs may be NaN (a missing cell): corruption copies NaN like any value, and
-the encoder's NumericEncoding layer imputes it and adds a missing indicator.
+train_scarf_classifier surveys the rows once (models.sources), builds encoder f
+(models.network), pretrains it contrastively (models.pretraining, with SCARF's
+corruption from models.corruption) unless turned off, and fine-tunes f plus a softmax
+classifier on the labelled rows (models.finetuning). Weights and tf.data shuffling
+follow `ScarfConfig.seed` (via `keras.utils.set_random_seed`), so a run is reproducible.
 
 This module knows nothing of TFX: it takes arrays, or a tf.data stream of batches (StreamedTable),
 and returns a Keras classifier.
@@ -33,12 +18,12 @@ import keras
 import tensorflow as tf
 
 from models.distribution import make_strategy
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout, TabularData
-from models.sources import TableSource, as_source
-from models.network import build_encoder, _plain_copy
-from models.pretraining import pretrain, _no_pretraining_summary
 from models.finetuning import fine_tune
+from models.network import _plain_copy, build_encoder
+from models.pretraining import _no_pretraining_summary, pretrain
+from models.scarf_config import ScarfConfig
+from models.sources import TableSource, as_source
+from models.tabular_data import FeatureLayout, TabularData
 
 
 @dataclasses.dataclass

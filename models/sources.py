@@ -1,8 +1,8 @@
 """Row sources: the tables SCARF trains on, in memory (TabularData) or streamed in batches.
 
-Both are read through tf.data, and a row's pretraining/fine-tuning validation split is
-decided by a hash of its values (row_hash_unit), so it does not depend on how the rows
-arrive. One survey pass per source checks every row (check_inputs) and fills the bank.
+Both are read through tf.data by the training stages; a streamed row's validation split
+is a hash of (seed, row index) (row_hash_unit), so it is the same on every pass without an
+index in memory. One survey pass per source checks every row and fills the feature bank.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from models.corruption import FeatureBank, build_feature_bank
 from models.scarf_config import ScarfConfig
 from models.tabular_data import FeatureLayout, TabularData, _check_batch, check_inputs
-from models.corruption import FeatureBank, build_feature_bank
 
 
 @dataclasses.dataclass

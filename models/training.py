@@ -1,8 +1,8 @@
 """Training plumbing shared by pretraining and fine-tuning: callbacks, tf.data pipelines,
 and building models under a tf.distribute strategy.
 
-Early stopping (BestEpochStopping) keeps the best epoch's weights; _EpochTimer separates
-training from validation time so throughput figures are comparable between stages.
+Early stopping (BestEpochStopping, patience `config.patience`) restores the best epoch's
+weights; _EpochTimer times training apart from validation, for the summary's rows/s.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.contrastive import ScarfPretrainer, _step_logs
 from models.scarf_config import ScarfConfig
 from models.tabular_data import TabularData
-from models.contrastive import ScarfPretrainer, _step_logs
 
 
 class _EpochTimer(keras.callbacks.Callback):

@@ -1,6 +1,6 @@
 """SCARF pretraining throughput with the paper's architecture (4x256 encoder, 2x256 head, batch 128).
 
-Measures the Trainer's own `models.scarf.pretrain` (corruption inside the XLA-compiled
+Measures the Trainer's own `models.pretraining.pretrain` (corruption inside the XLA-compiled
 train step, both views in one [2B] pass) on a synthetic table, and, as an anchor in the
 same run, a plain supervised Keras `fit` of the same encoder plus a softmax layer on the
 same rows, batch size and input pipeline (one view per row, no corruption, no [B, B]
@@ -27,7 +27,7 @@ import time
 def synthetic_table(rows: int, numeric: int, categorical: int, cardinality: int, seed: int = 0):
     import numpy as np
 
-    from models.scarf import FeatureLayout, TabularData
+    from models.tabular_data import FeatureLayout, TabularData
 
     rng = np.random.default_rng(seed)
     data = TabularData(
@@ -47,7 +47,7 @@ def supervised_anchor(data, layout, config, train_rows: int, epochs: int, jit_co
     import numpy as np
     import tensorflow as tf
 
-    from models.scarf import build_classifier, build_encoder
+    from models.network import build_classifier, build_encoder
 
     keras.utils.set_random_seed(config.seed)
     classifier = build_classifier(build_encoder(layout, config), 2)
@@ -83,7 +83,10 @@ def main(argv=None) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from models.scarf import ScarfConfig, StreamedTable, build_encoder, pretrain
+    from models.network import build_encoder
+    from models.pretraining import pretrain
+    from models.scarf_config import ScarfConfig
+    from models.sources import StreamedTable
 
     jit = not args.no_jit
     data, layout = synthetic_table(args.rows, args.numeric, args.categorical, args.cardinality)

@@ -188,7 +188,7 @@ def _transform(train_df: pd.DataFrame, test_df: pd.DataFrame, config: dict):
     from models import features
     from models.export import layout_from_transform
     from models.preprocessing import preprocessing_fn
-    from models.scarf import TabularData
+    from models.tabular_data import TabularData
 
     spec = _raw_spec(train_df)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
@@ -310,7 +310,7 @@ def prepare_splits(pairs: list, transform: dict) -> set:
 
 def load_split(name: str, seed: int, transform: dict, cached: bool = True) -> Split:
     """The (table, seed) split from the transform cache (see prepare_splits)."""
-    from models.scarf import FeatureLayout, TabularData
+    from models.tabular_data import FeatureLayout, TabularData
 
     at = _locate(name, seed, transform, _preprocessing_sha())
     with open(at["base"] + ".json") as f:
@@ -455,7 +455,9 @@ def run_cell(dataset: str, split: Split, fraction: float, seed: int, models, sca
     import keras
 
     from models.labels import hide_labels
-    from models.scarf import ScarfConfig, TabularData, train_scarf_classifier
+    from models.scarf import train_scarf_classifier
+    from models.scarf_config import ScarfConfig
+    from models.tabular_data import TabularData
 
     labels = hide_labels(split.train.labels, fraction, seed)
     train = TabularData(split.train.numeric, split.train.categorical, labels)

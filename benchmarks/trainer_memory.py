@@ -80,7 +80,9 @@ def train(pattern: str, steps: int, validation_steps: int, epochs: int, ensemble
     from tfx import v1 as tfx
     from tfx_bsl.public import tfxio
 
-    from models.scarf import FeatureLayout, ScarfConfig, train_scarf_classifier
+    from models.scarf import train_scarf_classifier
+    from models.scarf_config import ScarfConfig
+    from models.tabular_data import FeatureLayout
     from models.trainer import transformed_stream
 
     schema = schema_utils.schema_from_feature_spec(feature_spec())

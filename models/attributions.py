@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from models import features
-from models.scarf import FeatureLayout
+from models.tabular_data import FeatureLayout
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 

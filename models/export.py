@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features
-from models.scarf import FeatureLayout
+from models.tabular_data import FeatureLayout
 
 
 def layout_from_transform(tf_transform_output: tft.TFTransformOutput) -> FeatureLayout:

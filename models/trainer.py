@@ -17,7 +17,10 @@ from tfx_bsl.public import tfxio
 from models import export, features
 from models.distribution import is_chief, make_strategy
 from models.labels import hide_labels_in_stream
-from models.scarf import FeatureLayout, ScarfConfig, StreamedTable, train_scarf_classifier
+from models.scarf import train_scarf_classifier
+from models.scarf_config import ScarfConfig
+from models.sources import StreamedTable
+from models.tabular_data import FeatureLayout
 from models.warm_start import EncoderCheckpoint, warm_start_encoder
 
 # Next to Format-Serving/ in the Model artifact dir, so Trainer(base_model=...) of a

@@ -25,7 +25,9 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
-from models.scarf import FeatureLayout, ScarfConfig, build_encoder
+from models.network import build_encoder
+from models.scarf_config import ScarfConfig
+from models.tabular_data import FeatureLayout
 
 __all__ = ["EncoderCheckpoint", "transfer_encoder_weights", "warm_start_encoder"]
 

@@ -7,7 +7,7 @@ DAG runner says "node X is ..."). The console hides INFO by default
 so instead of relying on log levels, `install` gives those TFX modules a thin proxy of
 absl's logging module: every call still reaches absl unchanged, and the three
 announcements also become `scarfx: [  12.3s] Trainer finished (took 40.1s)` lines.
-Epoch lines come from models/scarf.py on the `scarfx.progress` logger, printed by the
+Epoch lines come from models/training.py on the `scarfx.progress` logger, printed by the
 same stdout handler.
 """
 from __future__ import annotations

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from models import attributions
-from models.scarf import FeatureLayout, ScarfConfig, build_classifier, build_encoder
+from models.network import build_classifier, build_encoder
+from models.scarf_config import ScarfConfig
+from models.tabular_data import FeatureLayout
 
 ROWS = 600
 LAYOUT = FeatureLayout(

@@ -44,7 +44,7 @@ def test_multi_worker_without_tf_config_and_unknown_distributions_are_refused(mo
 
 
 def _table(n=384, seed=0):
-    from models.scarf import FeatureLayout, TabularData
+    from models.tabular_data import FeatureLayout, TabularData
 
     rng = np.random.default_rng(seed)
     numeric = rng.normal(size=(n, 3)).astype(np.float32)
@@ -54,7 +54,8 @@ def _table(n=384, seed=0):
 
 
 def _train(out: str, distribution: str) -> None:
-    from models.scarf import ScarfConfig, train_scarf_classifier
+    from models.scarf import train_scarf_classifier
+    from models.scarf_config import ScarfConfig
 
     data, layout = _table()
     config = ScarfConfig(encoder_depth=2, encoder_width=32, head_depth=1, head_width=32, batch_size=64,

@@ -15,7 +15,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, sche
 
 from models import export
 from models.preprocessing import preprocessing_fn
-from models.scarf import ScarfConfig, average_classifiers, build_classifier, build_encoder
+from models.network import average_classifiers, build_classifier, build_encoder
+from models.scarf_config import ScarfConfig
 from tests.models.test_preprocessing import QUANTILE, RAW_SPEC, _numeric_rows, raw_example
 
 TINY = ScarfConfig(encoder_depth=1, encoder_width=16)

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import scarf
-from models.scarf import (
-    BestEpochStopping, FeatureLayout, ScarfConfig, TabularData, average_classifiers, build_classifier,
-    build_encoder, fine_tune, fine_tuning_splits, pseudo_labels, stratified_folds, train_scarf_classifier,
-)
+from models.corruption import FeatureBank, augment_with_corruption
+from models.finetuning import _monitor, fine_tune, pseudo_labels
+from models.network import average_classifiers, build_classifier, build_encoder, embedding_dim
+from models.scarf import train_scarf_classifier
+from models.scarf_config import ScarfConfig
+from models.sources import fine_tuning_splits, stratified_folds
+from models.tabular_data import FeatureLayout, TabularData
+from models.training import BestEpochStopping
 
 TINY = ScarfConfig(encoder_depth=1, encoder_width=16, head_depth=1, head_width=16, batch_size=64,
                    pretrain_epochs=2, finetune_epochs=8, min_steps_per_epoch=4, seed=2)
@@ -217,7 +220,7 @@ class FakeModel:
 
 def _stop(monitor, val_loss, val_accuracy, patience=3):
     """(last epoch run, best epoch, epoch whose 'weights' were restored)."""
-    stopper = BestEpochStopping(scarf._monitor(dataclasses.replace(TINY, finetune_monitor=monitor)), patience)
+    stopper = BestEpochStopping(_monitor(dataclasses.replace(TINY, finetune_monitor=monitor)), patience)
     model = FakeModel()
     stopper.set_model(model)
     stopper.on_train_begin()
@@ -290,7 +293,7 @@ def test_linear_skip_starts_as_the_plain_classifier_then_learns_a_linear_signal_
     wide = build_classifier(build_encoder(LAYOUT, TINY, name="encoder_w"), 2, seed=3, linear_skip=True)
     skip = wide.get_layer("classifier_linear_skip")
     # The skip's input is the encoder's input layer: 2 values + 2 missing indicators + the embedding.
-    assert skip.kernel.shape == (2 * 2 + scarf.embedding_dim(3), 2)
+    assert skip.kernel.shape == (2 * 2 + embedding_dim(3), 2)
     # Zero-initialised: before training it is exactly the plain classifier (same seeds).
     np.testing.assert_allclose(wide(inputs).numpy(), plain(inputs).numpy(), rtol=1e-6, atol=1e-7)
 
@@ -307,9 +310,9 @@ def test_linear_skip_starts_as_the_plain_classifier_then_learns_a_linear_signal_
 
 def _augmented_batches(rate, row_fraction, seed=5, batches=3):
     data = _table(64, missing=0.0)
-    bank = scarf.FeatureBank(np.full((10, 2), 99.0, np.float32), np.full((10, 1), 7, np.int64), 10)  # values no row has
+    bank = FeatureBank(np.full((10, 2), 99.0, np.float32), np.full((10, 1), 7, np.int64), 10)  # values no row has
     ds = tf.data.Dataset.from_tensor_slices((data.inputs(), data.labels)).batch(16).take(batches)
-    return data, list(scarf.augment_with_corruption(ds, bank, rate, row_fraction, seed).as_numpy_iterator())
+    return data, list(augment_with_corruption(ds, bank, rate, row_fraction, seed).as_numpy_iterator())
 
 
 def test_corruption_augmentation_redraws_whole_features_from_the_bank_and_keeps_labels():

@@ -13,10 +13,15 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from models.scarf import (
-    FeatureBank, FeatureCorruption, TabularData, build_feature_bank, corrupt_features, corruption_count,
+from models.corruption import (
+    FeatureBank,
+    FeatureCorruption,
+    build_feature_bank,
+    corrupt_features,
+    corruption_count,
     sample_corruption_mask,
 )
+from models.tabular_data import TabularData
 
 N = 20_000
 RATE = 0.6

@@ -8,7 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from models.scarf import FeatureLayout, ScarfConfig, TabularData, build_encoder, embedding_dim, train_scarf_classifier
+from models.network import build_encoder, embedding_dim
+from models.scarf import train_scarf_classifier
+from models.scarf_config import ScarfConfig
+from models.tabular_data import FeatureLayout, TabularData
 from models.warm_start import EncoderCheckpoint, transfer_encoder_weights, warm_start_encoder
 
 # learning_rate 0: training leaves the weights where they started, so the test can see

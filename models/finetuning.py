@@ -1,0 +1,205 @@
+"""SCARF fine-tuning: f plus a softmax classifier on the labelled rows (label >= 0) only.
+
+Early stopping watches the validation log-loss of a stratified labelled split, or of each
+fold for an ensemble of K members (averaged into one classifier); optional SCARF-corruption
+augmentation and self-training on confident pseudo-labels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.corruption import FeatureBank, augment_with_corruption
+from models.network import average_classifiers, build_classifier, build_encoder
+from models.scarf_config import ScarfConfig
+from models.sources import TableSource, TableSurvey, as_source
+from models.tabular_data import FeatureLayout, TabularData
+from models.training import _build_for, _callbacks, _history, _shard_by_data, _training_dataset
+
+
+def _finetune_optimizer(config: ScarfConfig):
+    if config.weight_decay > 0:
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(config.learning_rate)
+
+
+def _monitor(config: ScarfConfig):
+    if config.finetune_monitor == "accuracy":
+        return lambda logs: (logs["val_accuracy"], -logs["val_loss"])
+    return lambda logs: (-logs["val_loss"],)
+
+
+def _compile_member(member, config: ScarfConfig, learning_rate: float, jit_compile: bool = True) -> None:
+    optimizer = _finetune_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
+    member.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+
+
+def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_count: int, shuffle_buffer: int,
+                val: tf.data.Dataset | None, num_classes: int, config: ScarfConfig, k: int, log_dir=None,
+                bank: FeatureBank | None = None, strategy: tf.distribute.Strategy | None = None):
+    """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on the
+    `train` rows ((inputs, label), unbatched) and early-stopped on `val`. Returns (member,
+    history, best epoch or None, steps per epoch).
+
+    With `linear_probe`, the softmax layer is first fitted alone on the frozen encoder
+    (LP-FT, Kumar et al. 2022): full fine-tuning then starts from a fitted head rather
+    than a random one, so its first steps do not wreck the pretrained features, and an
+    early stop still leaves a converged linear model on them."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        member_encoder = build_encoder(layout, config, name=f"encoder_{k}")
+        member_encoder.set_weights(encoder.get_weights())
+        member = build_classifier(member_encoder, num_classes, name=f"member_{k}", seed=config.seed + k,
+                                  linear_skip=config.linear_skip)
+    min_steps = config.min_steps_per_epoch if config.finetune_min_steps_per_epoch is None \
+        else config.finetune_min_steps_per_epoch
+    train_ds, steps, _ = _training_dataset(
+        train, train_count, shuffle_buffer,
+        dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
+    )
+    if config.finetune_corruption_rate > 0 and bank is not None:
+        train_ds = augment_with_corruption(train_ds, bank, config.finetune_corruption_rate,
+                                           config.finetune_corrupted_rows, config.seed + 1000 * (k + 1))
+    # Epochs shorter than min_steps_per_epoch are validated more often; patience and the
+    # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
+    # An epoch length given explicitly (steps_per_epoch) is taken as it is.
+    scale = 1 if config.steps_per_epoch else max(1, math.ceil(config.min_steps_per_epoch / steps))
+    stage_config = dataclasses.replace(config, patience=config.patience * scale,
+                                       finetune_epochs=config.finetune_epochs * scale)
+    val_ds = _shard_by_data(val.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)) if val is not None else None
+
+    def fit(log):
+        callbacks, timer, stopper = _callbacks(_monitor(config), stage_config, log, "finetune", val_ds is not None)
+        with strategy.scope():
+            history = member.fit(
+                train_ds, validation_data=val_ds, epochs=stage_config.finetune_epochs, steps_per_epoch=steps,
+                validation_steps=config.validation_steps if val_ds is not None else None,
+                callbacks=callbacks, verbose=0,
+            )
+        hist = _history(history)
+        hist["train_seconds"] = [float(x) for x in timer.train_seconds]
+        return hist, (stopper.best_epoch if stopper is not None else None)
+
+    jit = strategy.num_replicas_in_sync == 1
+    if config.linear_probe:
+        member_encoder.trainable = False
+        with strategy.scope():
+            _compile_member(member, config, config.learning_rate, jit)
+        _build_for(strategy, member, lambda: member.trainable_variables)
+        fit(None)
+        member_encoder.trainable = True
+    with strategy.scope():
+        _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier, jit)
+    _build_for(strategy, member, lambda: member.trainable_variables)
+    hist, best = fit(log_dir)
+    return member, hist, best, steps
+
+
+PREDICT_BATCH = 4096
+
+
+def pseudo_labels(classifier, data: "TabularData | TableSource", threshold: float) -> TabularData:
+    """The unlabelled rows the classifier is at least `threshold` sure of, labelled with its
+    prediction (self-training). Rows stay unlabelled in `data` itself. Read in batches;
+    only the chosen rows are kept."""
+    if isinstance(data, TabularData):
+        unlabelled = data.take(np.flatnonzero(data.labels < 0))
+        batches = (unlabelled.take(np.arange(i, min(i + PREDICT_BATCH, len(unlabelled))))
+                   for i in range(0, len(unlabelled), PREDICT_BATCH))
+        empty = unlabelled.take(np.arange(0))
+    else:
+        ds = data.unlabelled_batches(PREDICT_BATCH)
+        batches = (TabularData(b["numeric"], b["categorical"], np.full(len(b["numeric"]), -1, np.int64))
+                   for b in ds.as_numpy_iterator())
+        spec = ds.element_spec
+        empty = TabularData(np.zeros((0, spec["numeric"].shape[1]), np.float32),
+                            np.zeros((0, spec["categorical"].shape[1]), np.int64), np.zeros(0, np.int64))
+    chosen = [empty]
+    for batch in batches:
+        probabilities = classifier.predict(batch.inputs(), batch_size=PREDICT_BATCH, verbose=0)
+        confident = np.flatnonzero(probabilities.max(axis=1) >= threshold)
+        part = batch.take(confident)
+        part.labels = probabilities[confident].argmax(axis=1).astype(np.int64)
+        chosen.append(part)
+    return functools.reduce(_concat, chosen)
+
+
+def _concat(a: TabularData, b: TabularData) -> TabularData:
+    return TabularData(np.concatenate([a.numeric, b.numeric]), np.concatenate([a.categorical, b.categorical]),
+                       np.concatenate([a.labels, b.labels]))
+
+
+def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout, num_classes: int,
+              config: ScarfConfig, log_dir=None, bank: FeatureBank | None = None, survey: TableSurvey | None = None,
+              strategy: tf.distribute.Strategy | None = None):
+    """Stage 2 on labelled rows (label >= 0). Returns (classifier, history, summary).
+
+    Each of the `ensemble_size` members starts from a copy of `encoder` (so `encoder`
+    itself stays as pretrained) plus a fresh softmax layer, and early-stops on its own
+    validation rows (`config.finetune_monitor`, patience `config.patience`, best weights
+    restored). The classifier averages the members' probabilities. With
+    `self_training_rounds`, the members are then refitted, each round, on their training
+    rows plus the unlabelled rows the current ensemble labels with confidence >=
+    `pseudo_label_threshold`; validation stays on true labels only.
+    """
+    start = time.perf_counter()
+    source = as_source(data)
+    # The augmentation's marginals come from every row, labelled or not, as in pretraining.
+    augment = config.finetune_corruption_rate > 0
+    if survey is None:
+        survey = source.survey(layout, num_classes, config, with_bank=augment and bank is None)
+    bank = (bank if bank is not None else survey.bank) if augment else None
+    pseudo = None
+    pseudo_counts = []
+    for round_ in range(1 + config.self_training_rounds):
+        if round_:
+            pseudo = pseudo_labels(classifier, source, config.pseudo_label_threshold)
+            pseudo_counts.append(len(pseudo))
+            if len(pseudo) == 0:
+                break
+        members, histories, best_epochs, best_losses, epochs_run, steps_run = [], [], [], [], [], []
+        for k, (train_count, val_count) in enumerate(survey.finetune_splits):
+            train = source.labelled_rows(k, validation=False)
+            if pseudo is not None:
+                train = train.concatenate(tf.data.Dataset.from_tensor_slices((pseudo.inputs(), pseudo.labels)))
+                train_count += len(pseudo)
+            val = source.labelled_rows(k, validation=True) if val_count else None
+            member, hist, best, steps = _fit_member(encoder, layout, train, train_count,
+                                             source.shuffle_buffer(train_count, config), val, num_classes, config, k,
+                                             log_dir if k == 0 and round_ == 0 else None, bank, strategy)
+            members.append(member)
+            histories.append(hist)
+            epochs_run.append(len(hist.get("loss", [])))
+            steps_run.append(int(steps))
+            if best is not None:
+                best_epochs.append(best + 1)
+                best_losses.append(float(hist["val_loss"][best]))
+        classifier = average_classifiers(members, layout)
+        # The curves and best epochs reported are those of the model returned: the last round's.
+        first_history = histories[0]
+    summary = {
+        "finetune_labelled_rows": survey.labelled,
+        "finetune_train_rows": survey.finetune_splits[0][0],
+        "finetune_validation_rows": survey.finetune_splits[0][1],
+        "finetune_steps_per_epoch": steps_run[0],
+        "ensemble_size": len(members),
+        "finetune_epochs_run": epochs_run[0],
+        "finetune_best_epoch": best_epochs[0] if best_epochs else None,
+        "finetune_best_epochs": best_epochs,
+        "finetune_best_val_loss": float(np.mean(best_losses)) if best_losses else None,
+        "finetune_monitor": config.finetune_monitor,
+        "pseudo_labelled_rows": pseudo_counts,
+        "finetune_seconds": time.perf_counter() - start,
+    }
+    return classifier, first_history, summary

@@ -82,3 +82,14 @@ class ScarfConfig:
     validation_steps: int | None = None
     # The global batch (batch_size) is split across the strategy's replicas.
     distribution: str = "none"
+
+
+def count_setting_errors(config: ScarfConfig) -> list[str]:
+    """What is wrong with the streaming/epoch counts (the row and step counts that must be
+    positive); checked here once for the pipeline's config check and the trainer's."""
+    errors = [f"{key} must be >= 1, got {getattr(config, key)}"
+              for key in ("shuffle_buffer", "max_validation_rows") if getattr(config, key) < 1]
+    errors += [f"{key} must be >= 1 or unset, got {getattr(config, key)}"
+               for key in ("steps_per_epoch", "validation_steps")
+               if getattr(config, key) is not None and getattr(config, key) < 1]
+    return errors

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from models.scarf_config import FINETUNE_MONITORS, ScarfConfig
+from models.scarf_config import FINETUNE_MONITORS, ScarfConfig, count_setting_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +76,9 @@ def check_inputs(data: TabularData | None, layout: FeatureLayout, num_classes: i
             raise ValueError(f"ensemble_size must be >= 1, got {config.ensemble_size}")
         if not 0.0 <= config.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {config.dropout}")
-        for key in ("shuffle_buffer", "max_validation_rows"):
-            if getattr(config, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(config, key)}")
-        for key in ("steps_per_epoch", "validation_steps"):
-            if getattr(config, key) is not None and getattr(config, key) < 1:
-                raise ValueError(f"{key} must be >= 1 or unset, got {getattr(config, key)}")
+        errors = count_setting_errors(config)
+        if errors:
+            raise ValueError(errors[0])
     if data is None:
         return
     n = len(data.labels)

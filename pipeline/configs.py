@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from models.scarf_config import DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig
+from models.scarf_config import DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig, count_setting_errors
 
 PIPELINE_NAME = "scarfx"
 
@@ -206,12 +206,9 @@ class PipelineConfig:
             raise ConfigError(f"scarf.finetune_corrupted_rows must lie in (0, 1], got {s.finetune_corrupted_rows}")
         if s.distribution not in DISTRIBUTIONS:
             raise ConfigError(f"scarf.distribution must be one of {', '.join(DISTRIBUTIONS)}, got {s.distribution!r}")
-        for name in ("shuffle_buffer", "max_validation_rows"):
-            if getattr(s, name) < 1:
-                raise ConfigError(f"scarf.{name} must be >= 1, got {getattr(s, name)}")
-        for name in ("steps_per_epoch", "validation_steps"):
-            if getattr(s, name) is not None and getattr(s, name) < 1:
-                raise ConfigError(f"scarf.{name} must be >= 1 or unset, got {getattr(s, name)}")
+        errors = count_setting_errors(s)
+        if errors:
+            raise ConfigError(f"scarf.{errors[0]}")
         t = cfg.transform
         if t.numeric_encoding not in NUMERIC_ENCODINGS:
             raise ConfigError(f"transform.numeric_encoding must be one of {', '.join(NUMERIC_ENCODINGS)}, "

@@ -23,7 +23,40 @@ from models.tabular_data import FeatureLayout, TabularData
 from models.training import _build_for, _callbacks, _history, _shard_by_data, _training_dataset
 
 
-def _finetune_optimizer(config: ScarfConfig):
+@keras.saving.register_keras_serializable(package="scarfx")
+class EncoderScaledAdamW(keras.optimizers.AdamW):
+    """AdamW whose `encoder_variables` learn at `encoder_multiplier` times the rate
+    (discriminative fine-tuning, Howard & Ruder 2018): the fresh softmax layer fits at
+    full speed while the pretrained encoder moves slowly. Adam's update is invariant to
+    gradient scale, so the rate itself, not the gradient, has to be scaled per variable."""
+
+    def __init__(self, learning_rate=1e-3, encoder_variables=(), encoder_multiplier: float = 1.0,
+                 weight_decay: float = 0.0, **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+        self.encoder_multiplier = float(encoder_multiplier)
+        self._encoder_variables = list(encoder_variables)
+        self._encoder_keys = set()
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._encoder_keys = {self._var_key(v) for v in self._encoder_variables}
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._var_key(variable) in self._encoder_keys:
+            learning_rate = learning_rate * self.encoder_multiplier
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "encoder_multiplier": self.encoder_multiplier}
+
+
+def _finetune_optimizer(config: ScarfConfig, encoder_variables=()):
+    """Adam, AdamW with `weight_decay`, or EncoderScaledAdamW when a pretrained encoder
+    (`encoder_variables`) should learn slower than the head."""
+    multiplier = config.finetune_encoder_learning_rate_multiplier
+    if encoder_variables and multiplier != 1.0:
+        return EncoderScaledAdamW(config.learning_rate, encoder_variables, multiplier,
+                                  weight_decay=config.weight_decay)
     if config.weight_decay > 0:
         return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
     return keras.optimizers.Adam(config.learning_rate)
@@ -35,8 +68,9 @@ def _monitor(config: ScarfConfig):
     return lambda logs: (-logs["val_loss"],)
 
 
-def _compile_member(member, config: ScarfConfig, learning_rate: float, jit_compile: bool = True) -> None:
-    optimizer = _finetune_optimizer(dataclasses.replace(config, learning_rate=learning_rate))
+def _compile_member(member, config: ScarfConfig, learning_rate: float, jit_compile: bool = True,
+                    encoder_variables=()) -> None:
+    optimizer = _finetune_optimizer(dataclasses.replace(config, learning_rate=learning_rate), encoder_variables)
     member.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -100,7 +134,8 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         fit(None)
         member_encoder.trainable = True
     with strategy.scope():
-        _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier, jit)
+        _compile_member(member, config, config.learning_rate * config.finetune_learning_rate_multiplier, jit,
+                        member_encoder.trainable_variables if config.pretrain else ())
     _build_for(strategy, member, lambda: member.trainable_variables)
     hist, best = fit(log_dir)
     return member, hist, best, steps

@@ -62,6 +62,11 @@ class ScarfConfig:
     linear_probe: bool = False
     # Fine-tuning (after any linear probe) runs at learning_rate times this.
     finetune_learning_rate_multiplier: float = 1.0
+    # Discriminative fine-tuning: a pretrained encoder's weights learn at this multiple of
+    # the fine-tuning rate while the new softmax layer learns at the full rate, so fitting
+    # the head does not wash out what pretraining learned. Applies only when the encoder
+    # was pretrained: the no-pretraining baseline has nothing to keep.
+    finetune_encoder_learning_rate_multiplier: float = 1.0
     # K > 1: K members fine-tuned from the same pretrained encoder, member k validated
     # on stratified fold k of the labelled rows and trained on the others; the exported
     # model averages their probabilities. K = 1: one member, `validation_fraction` held out.

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from models.corruption import FeatureBank, augment_with_corruption
-from models.finetuning import _monitor, fine_tune, pseudo_labels
+from models.finetuning import EncoderScaledAdamW, _finetune_optimizer, _monitor, fine_tune, pseudo_labels
 from models.network import average_classifiers, build_classifier, build_encoder, embedding_dim
 from models.scarf import train_scarf_classifier
 from models.scarf_config import ScarfConfig
@@ -349,3 +349,41 @@ def test_fine_tune_with_corruption_augmentation_learns():
     test = _table(300, seed=9)
     accuracy = (classifier.predict(test.inputs(), verbose=0).argmax(axis=1) == test.labels).mean()
     assert accuracy > 0.65 and history["loss"][-1] < history["loss"][0]  # chance is 0.5
+
+
+# ---- discriminative fine-tuning: the pretrained encoder learns slower than the head
+
+
+def _one_step(optimizer, model, data):
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), jit_compile=False)
+    model.fit(data.inputs(), data.labels, batch_size=len(data), epochs=1, verbose=0)
+
+
+def test_encoder_scaled_optimizer_moves_the_encoder_by_its_multiple_of_the_rate():
+    data = _table(64, missing=0.0)
+    start = build_classifier(build_encoder(LAYOUT, TINY), 2, seed=0).get_weights()
+    encoder_moves, heads = {}, {}
+    for multiplier in (0.0, 0.1, 1.0):
+        encoder = build_encoder(LAYOUT, TINY)
+        model = build_classifier(encoder, 2, seed=0)
+        model.set_weights(start)
+        before = encoder.get_layer("encoder_dense_0").get_weights()[0]
+        _one_step(EncoderScaledAdamW(1e-2, encoder.trainable_variables, multiplier), model, data)
+        encoder_moves[multiplier] = float(np.abs(encoder.get_layer("encoder_dense_0").get_weights()[0] - before).max())
+        heads[multiplier] = model.get_layer("classifier").get_weights()[0]
+    # Adam's first step moves a weight by about the rate: the encoder's by multiplier x 1e-2.
+    assert encoder_moves[0.0] == 0.0
+    assert encoder_moves[0.1] == pytest.approx(1e-3, rel=0.05)
+    assert encoder_moves[1.0] == pytest.approx(1e-2, rel=0.05)
+    # The head learns at the full rate whatever the encoder's multiplier.
+    np.testing.assert_allclose(heads[0.0], heads[1.0], rtol=0, atol=1e-6)
+
+
+def test_only_a_pretrained_encoder_gets_the_slower_rate():
+    encoder = build_encoder(LAYOUT, TINY)
+    slow = dataclasses.replace(TINY, finetune_encoder_learning_rate_multiplier=0.1)
+    assert isinstance(_finetune_optimizer(slow, encoder.trainable_variables), EncoderScaledAdamW)
+    assert type(_finetune_optimizer(slow)) is keras.optimizers.Adam  # no pretrained encoder given
+    assert type(_finetune_optimizer(TINY, encoder.trainable_variables)) is keras.optimizers.Adam  # multiplier 1
+    result = train_scarf_classifier(_table(300), LAYOUT, 2, dataclasses.replace(slow, ensemble_size=1))
+    assert result.summary["finetune_epochs_run"] >= 1

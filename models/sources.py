@@ -2,7 +2,9 @@
 
 Both are read through tf.data by the training stages; a streamed row's validation split
 is a hash of (seed, row index) (row_hash_unit), so it is the same on every pass without an
-index in memory. One survey pass per source checks every row and fills the feature bank.
+index in memory. One survey pass per source checks every row and fills the feature bank;
+a stream's survey also keeps its labelled rows when they fit `labelled_memory_bytes`, so
+fine-tuning's members and epochs slice memory instead of re-reading the stream.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class TableSurvey:
     bank: FeatureBank | None
     pretrain_split: tuple[int, int]  # (train, validation) rows; validation 0 = no early stopping
     finetune_splits: list[tuple[int, int]]  # per ensemble member
+    labelled_in_memory: bool = True  # fine-tuning reads memory; False: it re-reads the stream
 
 
 class TableSource:
@@ -110,8 +113,10 @@ class StreamedTable(TableSource):
 
     `make_batches()` returns a fresh one-pass dataset of {"numeric" float32 [B, Dn],
     "categorical" int64 [B, Dc], "labels" int64 [B]} in a fixed order. Memory holds the
-    bank, the shuffle buffer (`config.shuffle_buffer` rows) and the validation pairs
-    (at most `config.max_validation_rows`), whatever the row count. A row's splits follow
+    bank, the shuffle buffer (`config.shuffle_buffer` rows), the validation pairs
+    (at most `config.max_validation_rows`) and the labelled rows if they fit
+    `config.labelled_memory_bytes` (kept by the survey pass; past that bound fine-tuning
+    streams too), whatever the row count. A row's splits follow
     from a hash of its position in the stream: pretraining validation with probability
     `validation_fraction`; fine-tuning fold `hash mod K` (or a `validation_fraction`
     holdout when there are too few labelled rows for K folds of 4+).
@@ -121,6 +126,7 @@ class StreamedTable(TableSource):
         self.make_batches = make_batches
         self._config = None
         self._folds = 0
+        self.labelled = None  # the labelled rows and their "finetune_u", when they fit in memory
 
     def _annotated(self) -> tf.data.Dataset:
         """Batches with each row's position ("row") and its two split hashes."""
@@ -145,12 +151,24 @@ class StreamedTable(TableSource):
         self._config = config
         k = max(1, config.ensemble_size)
         counts = {"rows": 0, "labelled": 0, "pretrain_validation": 0, "holdout": 0, "folds": np.zeros(k, np.int64)}
+        # The labelled rows, kept while they fit the byte bound; dropped for good once they do not.
+        self.labelled = None
+        kept, kept_bytes = ([] if num_classes is not None and config.labelled_memory_bytes > 0 else None), 0
 
         def checked():
+            nonlocal kept, kept_bytes
             for batch in self._annotated().as_numpy_iterator():
                 numeric, categorical, labels = batch["numeric"], batch["categorical"], batch["labels"]
                 _check_batch(numeric, categorical, labels, layout, num_classes or 1 << 62)
-                u = batch["finetune_u"][labels >= 0]
+                labelled = labels >= 0
+                u = batch["finetune_u"][labelled]
+                if kept is not None:
+                    part = (numeric[labelled], categorical[labelled], labels[labelled], u)
+                    kept_bytes += sum(a.nbytes for a in part)
+                    if kept_bytes <= config.labelled_memory_bytes:
+                        kept.append(part)
+                    else:
+                        kept = None
                 counts["rows"] += len(labels)
                 counts["labelled"] += len(u)
                 counts["pretrain_validation"] += int((batch["pretrain_u"] < config.validation_fraction).sum())
@@ -164,6 +182,10 @@ class StreamedTable(TableSource):
             bank = None
             for _ in checked():
                 pass
+        if kept:
+            columns = [tf.constant(np.concatenate(parts)) for parts in zip(*kept)]
+            kept = None
+            self.labelled = dict(zip(("numeric", "categorical", "labels", "finetune_u"), columns))
         n, labelled = counts["rows"], counts["labelled"]
         if n == 0:
             raise ValueError("no rows to train on")
@@ -181,7 +203,7 @@ class StreamedTable(TableSource):
         val = counts["pretrain_validation"]
         self._pretrain_holdout = val >= 2 and n - val >= 2
         pretrain_split = (n - val, min(val, cap)) if self._pretrain_holdout else (n, 0)
-        return TableSurvey(n, labelled, bank, pretrain_split, splits)
+        return TableSurvey(n, labelled, bank, pretrain_split, splits, labelled_in_memory=self.labelled is not None)
 
     def _rows(self, keep, with_labels: bool) -> tf.data.Dataset:
         """The rows `keep(batch)` selects, unbatched: input dicts, or (inputs, label) pairs.
@@ -211,6 +233,14 @@ class StreamedTable(TableSource):
                 return labelled & tf.constant(not validation)
             return labelled & (self._in_validation(batch, member) == validation)
 
+        if self.labelled is not None:
+            # The same selection on the rows in memory, in stream order: the same rows as streamed.
+            rows = tf.where(keep(self.labelled))[:, 0]
+            if validation:
+                rows = rows[:self._config.max_validation_rows]
+            part = {key: tf.gather(values, rows) for key, values in self.labelled.items()}
+            return tf.data.Dataset.from_tensor_slices(
+                ({"numeric": part["numeric"], "categorical": part["categorical"]}, part["labels"]))
         ds = self._rows(keep, with_labels=True)
         return ds.take(self._config.max_validation_rows) if validation else ds
 

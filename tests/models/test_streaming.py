@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from models.labels import hide_labels_in_stream
 from models.network import build_encoder
+from models.finetuning import fine_tune
 from models.pretraining import pretrain
 from models.scarf import train_scarf_classifier
 from models.scarf_config import ScarfConfig
@@ -45,10 +46,16 @@ def test_stream_survey_fills_the_same_bank_as_the_arrays():
     assert streamed.bank.rows_seen == 500 and len(streamed.bank) == 50
 
 
-def test_stream_splits_are_disjoint_complete_and_the_same_on_every_pass():
+KEPT, STREAMED = TINY.labelled_memory_bytes, 0  # labelled rows kept in memory by the survey, or streamed
+
+
+@pytest.mark.parametrize("labelled_memory_bytes", [KEPT, STREAMED])
+def test_stream_splits_are_disjoint_complete_and_the_same_on_every_pass(labelled_memory_bytes):
     data = _table(600)
     source = _stream(data)
-    survey = source.survey(LAYOUT, 2, TINY, with_bank=False)
+    survey = source.survey(LAYOUT, 2, dataclasses.replace(TINY, labelled_memory_bytes=labelled_memory_bytes),
+                           with_bank=False)
+    assert survey.labelled_in_memory == (labelled_memory_bytes == KEPT)
     train, val = _rows(source.pretrain_rows(False)), _rows(source.pretrain_rows(True))
     assert (len(train), len(val)) == survey.pretrain_split and len(train) + len(val) == 600
     assert 30 <= len(val) <= 90  # validation_fraction 0.1 of 600, by hash
@@ -64,15 +71,45 @@ def test_stream_splits_are_disjoint_complete_and_the_same_on_every_pass():
         assert not set(keys([r for r, _ in trained])) & set(keys([r for r, _ in fold]))
 
 
-def test_validation_samples_are_bounded():
+@pytest.mark.parametrize("labelled_memory_bytes", [KEPT, STREAMED])
+def test_validation_samples_are_bounded(labelled_memory_bytes):
     data = _table(600)
-    config = dataclasses.replace(TINY, max_validation_rows=7)
+    config = dataclasses.replace(TINY, max_validation_rows=7, labelled_memory_bytes=labelled_memory_bytes)
     source = _stream(data)
     survey = source.survey(LAYOUT, 2, config, with_bank=False)
     assert survey.pretrain_split[1] == 7 and len(_rows(source.pretrain_rows(True))) == 7
     assert all(v == 7 for _, v in survey.finetune_splits)
     assert all(len(_rows(source.labelled_rows(k, True))) == 7 for k in range(2))
     assert InMemoryTable(data).survey(LAYOUT, 2, config, with_bank=False).pretrain_split[1] == 7
+
+
+def test_labelled_rows_are_kept_in_memory_only_within_their_bound():
+    """At the bound the survey keeps the labelled rows and fine-tuning never re-reads the
+    stream; a byte under it nothing is kept and fine-tuning streams. Both read the same
+    rows in the same order, so they fit the same classifier."""
+    data = _table(600, labelled=0.6)
+    labelled = int((data.labels >= 0).sum())
+    row_bytes = 2 * 4 + 1 * 8 + 8 + 8  # numeric, categorical, label, split hash
+    config = dataclasses.replace(TINY, finetune_epochs=4, min_steps_per_epoch=10, patience=4)
+    predictions = {}
+    for bound in (labelled * row_bytes, labelled * row_bytes - 1):
+        reads = []
+        source = StreamedTable(lambda: reads.append(1) or _stream(data).make_batches())
+        bounded = dataclasses.replace(config, labelled_memory_bytes=bound)
+        survey = source.survey(LAYOUT, 2, bounded, with_bank=True)
+        kept = bound == labelled * row_bytes
+        assert survey.labelled_in_memory == kept and (source.labelled is not None) == kept
+        if kept:
+            assert sum(v.numpy().nbytes for v in source.labelled.values()) == bound
+        reads.clear()
+        tf.keras.utils.set_random_seed(0)
+        classifier, _, summary = fine_tune(build_encoder(LAYOUT, bounded), source, LAYOUT, 2, bounded, survey=survey)
+        assert bool(reads) != kept  # in memory: not one pass over the stream after the survey
+        predictions[kept] = classifier.predict(data.inputs(), verbose=0)
+    rows = data.labels >= 0
+    accuracy = (predictions[True].argmax(axis=1) == data.labels)[rows].mean()
+    assert accuracy > 0.75, accuracy  # the label is one feature's sign: chance is 0.5
+    np.testing.assert_allclose(predictions[True], predictions[False], rtol=1e-5, atol=1e-6)
 
 
 def test_steps_per_epoch_and_validation_steps_are_honoured():

@@ -1,16 +1,20 @@
 """End to end: a frozen schema and the drift gate stop a drifted span before Transform.
 
-span 1 → trained and pushed; `scarfx schema freeze`; span 2 drifted (fares x4, every trip
-paid in cash) → refused before Transform with one line per drifted feature, nothing
-pushed, and refused again on a re-run, still against span 1 (a refused span is never a
-baseline; which earlier span is chosen: tests/components/test_drift_gate.py); span 3 lost a
-column the frozen schema requires → ExampleValidator's anomaly stops it before DriftGate.
+span 1 → trained and pushed (the session's `first_span` run, tests/pipeline/conftest.py,
+forked here); `scarfx schema freeze`; span 2 drifted (fares x4, every trip paid in cash)
+→ refused before Transform with one line per drifted feature, nothing pushed, and refused
+again on a re-run, still against span 1 (a refused span is never a baseline; which earlier
+span is chosen: tests/components/test_drift_gate.py); span 3 lost a column the frozen
+schema requires → ExampleValidator's anomaly stops it before DriftGate.
 """
 import pytest
 
-from tests.conftest import run_cli, taxi_span_workspace, version_dirs, write_span
+from tests.conftest import run_cli, version_dirs, write_span
+from tests.pipeline.conftest import SPAN_ROWS
 
-SPAN_ROWS = 600
+# Span 1 ran with the first-span config; this one differs only where it matters after it:
+# the domain-mass floor goes into the frozen schema (the refused spans never reach the Trainer).
+DRIFT_ROWS = 600
 CONFIG = """\
 drop_columns: [tips]
 scarf:
@@ -32,16 +36,15 @@ def _executions(metadata_path, node_id):
 
 
 @pytest.mark.e2e
-def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
-    w = taxi_span_workspace(tmp_path, CONFIG, seed=5)
-    header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata
-    argv = w.argv("run")
-
-    write_span(data, 1, header, rows[:SPAN_ROWS])
-    code, out = run_cli(argv)
+def test_frozen_schema_and_drift_gate_stop_a_drifted_span(first_span, tmp_path):
+    code, out = first_span.code, first_span.output
     assert code == 0, out
     assert "DriftGate finished" in out, out
+    w = first_span.fork(tmp_path, CONFIG)
+    header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata
+    argv = w.argv("run")
     pushed = version_dirs(serving)
+    assert len(pushed) == 1, pushed
 
     # Freeze the inferred schema into a versioned, reviewable file.
     code, out = run_cli(["schema", "freeze", "--out", str(tmp_path / "schemas"),
@@ -58,7 +61,7 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
         f.write(f"schema_path: {schema_path}\n")
 
     # Span 2 drifted: refused before Transform, with a readable list, nothing pushed.
-    drifted = [dict(r) for r in rows[SPAN_ROWS:2 * SPAN_ROWS]]
+    drifted = [dict(r) for r in rows[SPAN_ROWS:SPAN_ROWS + DRIFT_ROWS]]
     for r in drifted:
         r["fare"] = f"{float(r['fare'] or 0) * 4:.2f}"
         r["payment_type"] = "Cash"
@@ -77,8 +80,9 @@ def test_frozen_schema_and_drift_gate_stop_a_drifted_span(tmp_path):
 
     # Span 3 lost a column the frozen schema requires: ExampleValidator's anomaly stops it,
     # before DriftGate, so a span that fails the schema never becomes a drift baseline.
+    span_3 = rows[SPAN_ROWS + DRIFT_ROWS:SPAN_ROWS + 2 * DRIFT_ROWS]
     write_span(data, 3, [h for h in header if h != "payment_type"],
-                [{k: v for k, v in r.items() if k != "payment_type"} for r in rows[2 * SPAN_ROWS:3 * SPAN_ROWS]])
+               [{k: v for k, v in r.items() if k != "payment_type"} for r in span_3])
     gates_before = len(_executions(metadata, "DriftGate"))
     code, out = run_cli(argv)
     assert code == 1, out

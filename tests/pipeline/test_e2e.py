@@ -100,10 +100,13 @@ def test_label_fraction_hides_training_labels_and_reports_each_stage(pipeline_ru
     first = re.search(r"fine-tuning saw (\d+) labelled rows \((\d+) unlabelled", pipeline_run.output)
     assert first and int(first.group(2)) == 0, pipeline_run.output
     # Only the Trainer differs from the session run (the rest are cache hits), and the row
-    # counts under test do not depend on how long it trains: one epoch of each stage.
+    # counts under test do not depend on how long it trains or on how many members it
+    # trains (the fine-tuning count is the labelled rows surveyed once, before the folds):
+    # one epoch of each stage, one member.
     short = E2E_CONFIG.replace("pretrain_epochs: 8", "pretrain_epochs: 1").replace("finetune_epochs: 15",
                                                                                    "finetune_epochs: 1")
-    assert short.count(": 1\n") == 2, short
+    short += "  ensemble_size: 1\n"
+    assert short.count(": 1\n") == 3, short
     config = tmp_path / "config.yaml"
     config.write_text(short)
     code, output = run_cli(

@@ -2,41 +2,28 @@
 
 span 1 → blessed and pushed; span 2 added → retrained, compared with span 1's model,
 pushed or refused exactly as the gate (ML Metadata) says; a re-run with no new data →
-every component execution of that run is a cache hit (counted in ML Metadata).
+every component execution of that run is a cache hit (counted in ML Metadata). Span 1's
+run is the session's `first_span` fixture (tests/pipeline/conftest.py), which this test
+continues in place.
 """
 import pytest
 
-from tests.conftest import run_cli, run_id_of, taxi_span_workspace, version_dirs, write_span
-
-# Span 1 must be blessed, and the gate refuses a model that does not beat the eval
-# split's majority-class rate. 600-row spans leave 117 eval rows and ~430 training rows:
-# one seeded member then lands anywhere in 0.74-0.83 on that eval split (majority 0.78;
-# its best fine-tuning epoch is the 2nd, so more epochs change nothing). 1500-row spans
-# cost the same training steps (an epoch is min_steps_per_epoch steps either way) and
-# beat the rate by a clear margin; 6 epochs let early stopping, not the cap, end training.
-SPAN_ROWS = 1500
-CONFIG = """\
-drop_columns: [tips]
-scarf:
-  pretrain_epochs: 2
-  finetune_epochs: 6
-  ensemble_size: 1  # gates and spans under test, not the model: one member is enough
-"""
+from tests.conftest import run_cli, run_id_of, version_dirs, write_span
+from tests.pipeline.conftest import SPAN_ROWS
 
 
 @pytest.mark.e2e
-def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
+def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(first_span):
     from components.metadata import run_outcome
     from pipeline.lineage import model_lineage
     from serving.promotion import served_version
 
-    w = taxi_span_workspace(tmp_path, CONFIG, seed=11)
+    w = first_span.take()
     header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata
     argv = w.argv("retrain")
 
-    # Run 1: the first span, no baseline yet: absolute floors only.
-    write_span(data, 1, header, rows[:SPAN_ROWS])
-    code, out = run_cli(argv)
+    # Run 1 (the first_span fixture): the first span, no baseline yet: absolute floors only.
+    code, out = first_span.code, first_span.output
     assert code == 0, out
     first = run_outcome(metadata, run_id_of(out))
     assert first.span == 1, out

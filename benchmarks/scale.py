@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from components.metadata import connect, run_ids, run_outcome
+
 LABEL = "big_tipper"
 LEAKY = "tips"
 WIDTH_ROWS = 10_000
@@ -222,9 +224,8 @@ def run_scarfx(csv_path: str, root: str, log_path: str, config: str | None = Non
         with open(log_path) as f:
             tail = f.read()[-3000:]
         raise RuntimeError(f"scarfx run on {csv_path} exited with {code}; log {log_path}:\n{tail}")
-    from pipeline.retrain import latest_run_record
-
-    record = latest_run_record(os.path.join(root, "tfx_root", "metadata.sqlite"))
+    store_path = os.path.join(root, "tfx_root", "metadata.sqlite")
+    record = run_outcome(store_path, run_ids(connect(store_path))[-1])  # the run just finished: the newest here
     mb = 1024 * 1024
     return {
         "wall_s": round(wall, 1),

@@ -7,8 +7,8 @@
 #   2. requirements.lock into a venv;
 #   3. tfx and ml-pipelines-sdk 1.16.0 with --no-deps (they declare Requires-Python
 #      <3.11 although all they need is in the lock; see scripts/bootstrap);
-#   4. scarfx itself, so `models.trainer.run_fn` and
-#      `models.preprocessing.preprocessing_fn` import by dotted path.
+#   4. scarfx itself, so `scarfx.models.trainer.run_fn` and
+#      `scarfx.models.preprocessing.preprocessing_fn` import by dotted path.
 # tests/test_dockerfile.py keeps these pins in step with scripts/bootstrap.
 #
 #   docker build -t scarfx:0.1.0 .
@@ -46,7 +46,7 @@ COPY kubeflow ./kubeflow
 COPY benchmarks ./benchmarks
 # Not editable (unlike bootstrap's -e .): the image is immutable, site-packages is enough.
 RUN uv pip install --python $VIRTUAL_ENV/bin/python --no-deps . \
- && python -c "import models.trainer, models.preprocessing, components.anomalies_gate, tfx.version; print('tfx', tfx.version.__version__)"
+ && python -c "import scarfx.models.trainer, scarfx.models.preprocessing, scarfx.components.anomalies_gate, tfx.version; print('tfx', tfx.version.__version__)"
 
 # Runs as root, like TFX's own images: the Pusher writes into a mounted
 # PersistentVolumeClaim, whose ownership the image cannot know.

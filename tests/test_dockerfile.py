@@ -7,7 +7,7 @@ import re
 
 from setuptools import find_packages
 
-from kubeflow import runner as kf
+from scarfx.kubeflow import runner as kf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

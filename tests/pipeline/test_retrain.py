@@ -26,9 +26,9 @@ scarf:
 
 @pytest.mark.e2e
 def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(tmp_path):
-    from components.metadata import run_outcome
-    from pipeline.lineage import model_lineage
-    from serving.promotion import served_version
+    from scarfx.components.metadata import run_outcome
+    from scarfx.pipeline.lineage import model_lineage
+    from scarfx.serving.promotion import served_version
 
     w = taxi_span_workspace(tmp_path, CONFIG, seed=11)
     header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata

@@ -40,7 +40,8 @@ from scarfx.pipeline.configs import (
     PipelineConfig,
 )
 
-# The image built by ./Dockerfile: project in /opt/scarfx, venv in /opt/scarfx/.venv.
+# The image built by ./Dockerfile: scarfx installed in the venv /opt/scarfx/.venv (its sources
+# in /opt/scarfx/src), working directory /opt/scarfx.
 DEFAULT_IMAGE = "scarfx:0.1.0"
 IMAGE_VENV = "/opt/scarfx/.venv"
 IMAGE_SITE_PACKAGES = f"{IMAGE_VENV}/lib/python3.11/site-packages"

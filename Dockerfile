@@ -7,8 +7,8 @@
 #   2. requirements.lock into a venv;
 #   3. tfx and ml-pipelines-sdk 1.16.0 with --no-deps (they declare Requires-Python
 #      <3.11 although all they need is in the lock; see scripts/bootstrap);
-#   4. scarfx itself, so `models.trainer.run_fn` and
-#      `models.preprocessing.preprocessing_fn` import by dotted path.
+#   4. scarfx itself, so `scarfx.models.trainer.run_fn` and
+#      `scarfx.models.preprocessing.preprocessing_fn` import by dotted path.
 # tests/test_dockerfile.py keeps these pins in step with scripts/bootstrap.
 #
 #   docker build -t scarfx:0.1.0 .
@@ -37,7 +37,13 @@ RUN uv venv --python /usr/local/bin/python3.11 $VIRTUAL_ENV \
  && uv pip install --python $VIRTUAL_ENV/bin/python -r requirements.lock \
  && uv pip install --python $VIRTUAL_ENV/bin/python --no-deps tfx==1.16.0 ml-pipelines-sdk==1.16.0
 
+# The sources go to src/, not the working directory: there, their scarfx/ (which holds
+# only __init__.py; setup.py maps the other folders into the package) would shadow the
+# installed package for every `python -m ...` started in it, KFP's executor included.
+# They stay for Beam's --setup_file=/opt/scarfx/src/setup.py (docs/ORCHESTRATION.md).
+WORKDIR /opt/scarfx/src
 COPY setup.py ./
+COPY scarfx ./scarfx
 COPY pipeline ./pipeline
 COPY components ./components
 COPY models ./models
@@ -45,8 +51,9 @@ COPY serving ./serving
 COPY kubeflow ./kubeflow
 COPY benchmarks ./benchmarks
 # Not editable (unlike bootstrap's -e .): the image is immutable, site-packages is enough.
-RUN uv pip install --python $VIRTUAL_ENV/bin/python --no-deps . \
- && python -c "import models.trainer, models.preprocessing, components.anomalies_gate, tfx.version; print('tfx', tfx.version.__version__)"
+RUN uv pip install --python $VIRTUAL_ENV/bin/python --no-deps .
+WORKDIR /opt/scarfx
+RUN python -c "import scarfx.models.trainer, scarfx.models.preprocessing, scarfx.components.anomalies_gate, tfx.version; print('tfx', tfx.version.__version__)"
 
 # Runs as root, like TFX's own images: the Pusher writes into a mounted
 # PersistentVolumeClaim, whose ownership the image cannot know.

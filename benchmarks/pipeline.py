@@ -1,6 +1,6 @@
 """Pipeline speed: scarfx against TFX's own Chicago-taxi Keras pipeline, in one run.
 
-    .venv/bin/python -m benchmarks.pipeline [--work DIR] [--json FILE]
+    .venv/bin/python -m scarfx.benchmarks.pipeline [--work DIR] [--json FILE]
 
 Measures wall time and peak RSS of four pipeline runs, each in its own child process
 (peak RSS from os.wait4: the child's, or its largest reaped descendant's, high-water
@@ -69,7 +69,7 @@ def _anchor_child(work: str) -> None:
 
 
 def _scarfx_child(argv: list[str]) -> None:
-    from pipeline.cli import main
+    from scarfx.pipeline.cli import main
 
     code = main(argv)
     if code:
@@ -77,10 +77,10 @@ def _scarfx_child(argv: list[str]) -> None:
 
 
 def _measure(name: str, child_args: list[str], env: dict | None = None) -> dict:
-    """Runs `python -m benchmarks.pipeline --child ...`; returns wall seconds and peak RSS."""
+    """Runs `python -m scarfx.benchmarks.pipeline --child ...`; returns wall seconds and peak RSS."""
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.pipeline", "--child", *child_args],
+        [sys.executable, "-m", "scarfx.benchmarks.pipeline", "--child", *child_args],
         env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output = proc.stdout.read()
@@ -97,7 +97,7 @@ def _measure(name: str, child_args: list[str], env: dict | None = None) -> dict:
 def _component_seconds(metadata_path: str, output: str | None = None) -> dict[str, float]:
     """Per-component seconds of the run a child printed (`scarfx: retrain run <id> finished`);
     without `output`, of the one run in the store (the anchor's fresh store)."""
-    from components.metadata import connect, run_ids, run_outcome
+    from scarfx.components.metadata import connect, run_ids, run_outcome
 
     if output is None:
         (run_id,) = run_ids(connect(metadata_path))
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             _scarfx_child(rest)
         return 0
 
-    from pipeline.configs import bundled_taxi_csv
+    from scarfx.pipeline.configs import bundled_taxi_csv
 
     work = args.work or tempfile.mkdtemp(prefix="scarfx-pipeline-bench-")
     data, root, serving = (os.path.join(work, "scarfx", d) for d in ("spans", "root", "serving"))

@@ -1,6 +1,6 @@
 """SCARF pretraining throughput with the paper's architecture (4x256 encoder, 2x256 head, batch 128).
 
-Measures the Trainer's own `models.pretraining.pretrain` (corruption inside the XLA-compiled
+Measures the Trainer's own `scarfx.models.pretraining.pretrain` (corruption inside the XLA-compiled
 train step, both views in one [2B] pass) on a synthetic table, and, as an anchor in the
 same run, a plain supervised Keras `fit` of the same encoder plus a softmax layer on the
 same rows, batch size and input pipeline (one view per row, no corruption, no [B, B]
@@ -12,7 +12,7 @@ Rows/s count training rows only (validation time and the first epoch, which incl
 XLA compilation, are left out): the median over the remaining epochs, and the fastest
 epoch (the least disturbed by other load on a shared machine).
 
-    .venv/bin/python -m benchmarks.pretrain_throughput [--rows 20000] [--epochs 6] [--no-jit] [--stream]
+    .venv/bin/python -m scarfx.benchmarks.pretrain_throughput [--rows 20000] [--epochs 6] [--no-jit] [--stream]
 
 --stream feeds the same rows as the Trainer's StreamedTable does (batches of 4,096, split
 by row hash, bounded shuffle buffer) instead of as in-memory arrays.
@@ -27,7 +27,7 @@ import time
 def synthetic_table(rows: int, numeric: int, categorical: int, cardinality: int, seed: int = 0):
     import numpy as np
 
-    from models.tabular_data import FeatureLayout, TabularData
+    from scarfx.models.tabular_data import FeatureLayout, TabularData
 
     rng = np.random.default_rng(seed)
     data = TabularData(
@@ -47,7 +47,7 @@ def supervised_anchor(data, layout, config, train_rows: int, epochs: int, jit_co
     import numpy as np
     import tensorflow as tf
 
-    from models.network import build_classifier, build_encoder
+    from scarfx.models.network import build_classifier, build_encoder
 
     keras.utils.set_random_seed(config.seed)
     classifier = build_classifier(build_encoder(layout, config), 2)
@@ -83,10 +83,10 @@ def main(argv=None) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from models.network import build_encoder
-    from models.pretraining import pretrain
-    from models.scarf_config import ScarfConfig
-    from models.sources import StreamedTable
+    from scarfx.models.network import build_encoder
+    from scarfx.models.pretraining import pretrain
+    from scarfx.models.scarf_config import ScarfConfig
+    from scarfx.models.sources import StreamedTable
 
     jit = not args.no_jit
     data, layout = synthetic_table(args.rows, args.numeric, args.categorical, args.cardinality)

@@ -22,11 +22,11 @@ Transformed splits (made in a child process, see `_transform_worker`) and peer p
 are cached under $SCARFX_QUALITY_CACHE (default ~/.cache/scarfx/quality); a cached peer
 reports the seconds of its original fit. scarf/mlp are always retrained.
 
-    .venv/bin/python -m benchmarks.quality                        # full suite (hours on 2 cores)
-    .venv/bin/python -m benchmarks.quality --quick                # seed 0, 25% labels
-    .venv/bin/python -m benchmarks.quality --prepare-only         # fill the transform cache
-    .venv/bin/python -m benchmarks.quality --models scarf --scarf '{"corruption_rate": 0.3}' --out c03.json
-    .venv/bin/python -m benchmarks.quality --compare base.json c03.json --metric auc
+    .venv/bin/python -m scarfx.benchmarks.quality                        # full suite (hours on 2 cores)
+    .venv/bin/python -m scarfx.benchmarks.quality --quick                # seed 0, 25% labels
+    .venv/bin/python -m scarfx.benchmarks.quality --prepare-only         # fill the transform cache
+    .venv/bin/python -m scarfx.benchmarks.quality --models scarf --scarf '{"corruption_rate": 0.3}' --out c03.json
+    .venv/bin/python -m scarfx.benchmarks.quality --compare base.json c03.json --metric auc
 
 Writes --out (every cell, rewritten after each), --plot, and prints a markdown summary.
 `--resume` keeps the cells already in --out, so an interrupted run picks up where it stopped.
@@ -100,7 +100,7 @@ def load_dataset(name: str) -> tuple[pd.DataFrame, str]:
     """(table, label column) from installed packages, offline; rows without a label dropped."""
     package, label, drop = TABLES[name]
     if package is None:
-        from pipeline.configs import bundled_taxi_csv
+        from scarfx.pipeline.configs import bundled_taxi_csv
 
         df = pd.read_csv(bundled_taxi_csv())
     else:
@@ -185,10 +185,10 @@ def _transform(train_df: pd.DataFrame, test_df: pd.DataFrame, config: dict):
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    from models import features
-    from models.export import layout_from_transform
-    from models.preprocessing import preprocessing_fn
-    from models.tabular_data import TabularData
+    from scarfx.models import features
+    from scarfx.models.export import layout_from_transform
+    from scarfx.models.preprocessing import preprocessing_fn
+    from scarfx.models.tabular_data import TabularData
 
     spec = _raw_spec(train_df)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
@@ -226,7 +226,7 @@ def _transform(train_df: pd.DataFrame, test_df: pd.DataFrame, config: dict):
 @functools.lru_cache(maxsize=None)
 def _preprocessing_sha() -> str:
     """sha of models/preprocessing.py, read once per process (the cache key's source part)."""
-    with open(importlib.util.find_spec("models.preprocessing").origin, "rb") as f:
+    with open(importlib.util.find_spec("scarfx.models.preprocessing").origin, "rb") as f:
         return _sha(f.read())
 
 
@@ -268,7 +268,7 @@ def _transform_worker(pairs: list, transform: dict, source_sha: str) -> None:
     _quiet()
     if _preprocessing_sha() != source_sha:
         raise RuntimeError("models/preprocessing.py changed during this run; start it again")
-    import models.preprocessing  # noqa: F401  (imported right after its source was hashed)
+    import scarfx.models.preprocessing  # noqa: F401  (imported right after its source was hashed)
     import tensorflow_transform.beam  # noqa: F401  (imports out of the per-split timing)
     for name, seed in pairs:
         at = _locate(name, seed, transform, source_sha)
@@ -310,7 +310,7 @@ def prepare_splits(pairs: list, transform: dict) -> set:
 
 def load_split(name: str, seed: int, transform: dict, cached: bool = True) -> Split:
     """The (table, seed) split from the transform cache (see prepare_splits)."""
-    from models.tabular_data import FeatureLayout, TabularData
+    from scarfx.models.tabular_data import FeatureLayout, TabularData
 
     at = _locate(name, seed, transform, _preprocessing_sha())
     with open(at["base"] + ".json") as f:
@@ -454,10 +454,10 @@ def run_cell(dataset: str, split: Split, fraction: float, seed: int, models, sca
     """Every model on the same labelled rows of one split; scarf/mlp always retrained."""
     import keras
 
-    from models.labels import hide_labels
-    from models.scarf import train_scarf_classifier
-    from models.scarf_config import ScarfConfig
-    from models.tabular_data import TabularData
+    from scarfx.models.labels import hide_labels
+    from scarfx.models.scarf import train_scarf_classifier
+    from scarfx.models.scarf_config import ScarfConfig
+    from scarfx.models.tabular_data import TabularData
 
     labels = hide_labels(split.train.labels, fraction, seed)
     train = TabularData(split.train.numeric, split.train.categorical, labels)

@@ -1,6 +1,6 @@
 """Scale: how a `scarfx run`'s cost grows with the table's width and length.
 
-    .venv/bin/python -m benchmarks.scale [--widths 15 100 300 1000] [--rows 15000 150000 1500000 5000000]
+    .venv/bin/python -m scarfx.benchmarks.scale [--widths 15 100 300 1000] [--rows 15000 150000 1500000 5000000]
         [--out FILE.json] [--plot FILE.png] [--markdown FILE.md] [--work DIR] [--merge] [--no-rerun]
 
 Two axes of synthetic CSVs, all derived deterministically (seeded) from the taxi CSV that
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from components.metadata import connect, run_ids, run_outcome
+from scarfx.components.metadata import connect, run_ids, run_outcome
 
 LABEL = "big_tipper"
 LEAKY = "tips"
@@ -70,7 +70,7 @@ _PROGRESS = re.compile(r"^scarfx: \[\s*[\d.]+s\] (\S+) (started|finished)")
 def load_taxi(path: str | None = None) -> pd.DataFrame:
     """The bundled taxi CSV, every column as read by pandas (blank cells are NaN)."""
     if path is None:
-        from pipeline.configs import bundled_taxi_csv
+        from scarfx.pipeline.configs import bundled_taxi_csv
 
         path = bundled_taxi_csv()
     table = pd.read_csv(path)
@@ -202,7 +202,7 @@ class TreeRss:
 
 def run_scarfx(csv_path: str, root: str, log_path: str, config: str | None = None) -> dict:
     """One `scarfx run` in a child process: wall time, peak tree RSS, per-component seconds."""
-    argv = [sys.executable, "-m", "pipeline.cli", "run", "--data", csv_path, "--label", LABEL, "--drop", LEAKY,
+    argv = [sys.executable, "-m", "scarfx.pipeline.cli", "run", "--data", csv_path, "--label", LABEL, "--drop", LEAKY,
             "--pipeline-root", os.path.join(root, "tfx_root"), "--serving-dir", os.path.join(root, "serving")]
     if config:
         argv += ["--config", config]

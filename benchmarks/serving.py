@@ -25,7 +25,7 @@ Targets (issue 18): batch-64 throughput over gRPC >= 80% of in-process; batch-1 
 overhead over gRPC <= 0.5 ms; 32 concurrent batch-1 clients get >= 3x the throughput with
 batching on.
 
-    .venv/bin/python -m benchmarks.serving [--model-dir DIR] [--seconds 3] [--concurrency 2]
+    .venv/bin/python -m scarfx.benchmarks.serving [--model-dir DIR] [--seconds 3] [--concurrency 2]
 
 --model-dir is a serving dir (<dir>/<version>/saved_model.pb, the latest version is used)
 or one version directory. Without it, a fixture SavedModel honouring the serving contract
@@ -227,7 +227,7 @@ def free_port() -> int:
 
 def start_server(base: str, name: str, port: int, grpc_port: int, threads: int | None,
                  batching: list[str] | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "serve", f"--model_base_path={base}", f"--model_name={name}",
+    cmd = [sys.executable, "-m", "scarfx.pipeline.cli", "serve", f"--model_base_path={base}", f"--model_name={name}",
            "--host", "127.0.0.1", f"--rest_api_port={port}", f"--port={grpc_port}", *(batching or [])]
     if threads:
         cmd += ["--threads", str(threads)]
@@ -240,7 +240,7 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit("benchmarks.serving: the server exited:\n" + proc.stderr.read().decode()[-3000:])
+            sys.exit("scarfx.benchmarks.serving: the server exited:\n" + proc.stderr.read().decode()[-3000:])
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/readyz")
@@ -251,12 +251,12 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    sys.exit("benchmarks.serving: the server did not become ready")
+    sys.exit("scarfx.benchmarks.serving: the server did not become ready")
 
 
 def resolve_model_dir(path: str, work: str) -> tuple[str, str]:
     """-> (serving base dir, version dir) for a serving dir or a single version dir."""
-    from serving import layout
+    from scarfx.serving import layout
 
     path = os.path.abspath(path)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -266,7 +266,7 @@ def resolve_model_dir(path: str, work: str) -> tuple[str, str]:
         return base, path
     versions = layout.ready_versions(path)
     if not versions:
-        sys.exit(f"benchmarks.serving: no ready version (<version>/saved_model.pb) under {path}")
+        sys.exit(f"scarfx.benchmarks.serving: no ready version (<version>/saved_model.pb) under {path}")
     return path, os.path.join(path, str(versions[0]))
 
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             base, version_dir = resolve_model_dir(args.model_dir, work)
             what = version_dir
         else:
-            from serving.testing import build_model
+            from scarfx.serving.testing import build_model
 
             base = os.path.join(work, "serving_model")
             hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
 
         import tensorflow as tf
 
-        from models.features import SERVING_SIGNATURE
-        from serving.examples import read_metadata, serialize_features
+        from scarfx.models.features import SERVING_SIGNATURE
+        from scarfx.serving.examples import read_metadata, serialize_features
 
         kinds = read_metadata(version_dir)["raw_features"]
         fn = tf.saved_model.load(version_dir).signatures[SERVING_SIGNATURE]

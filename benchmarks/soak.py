@@ -15,7 +15,7 @@ one model and unloads the previous one. It exits 1 when errors > 0, fewer swaps 
 than asked, the achieved rate fell below 95% of the target, or RSS grew more than
 --max-rss-growth-mb.
 
-    .venv/bin/python -m benchmarks.soak [--rate 250] [--seconds 60] [--swaps 3] [--json OUT]
+    .venv/bin/python -m scarfx.benchmarks.soak [--rate 250] [--seconds 60] [--swaps 3] [--json OUT]
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 
-from benchmarks.serving import TAXI_LIKE, RawClient, free_port, pct, start_server, wait_ready
+from scarfx.benchmarks.serving import TAXI_LIKE, RawClient, free_port, pct, start_server, wait_ready
 
 MODEL = "scarfx"
 
@@ -99,7 +99,7 @@ class PacedLoad:
 def soak(rate: float, seconds: float, swaps: int, threads: int, hidden: tuple[int, ...], work: str,
          log=print) -> dict:
     """Runs one soak in `work` and returns its figures (see the module docstring)."""
-    from serving.testing import build_model, push
+    from scarfx.serving.testing import build_model, push
 
     templates = os.path.join(work, "templates")
     base = os.path.join(work, "serving_model")
@@ -189,7 +189,7 @@ def verdict(r: dict, max_rss_growth_mb: float, min_rate_share: float = 0.95) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="scarfx.benchmarks.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=250.0, help="target requests per second (default 250)")
     p.add_argument("--seconds", type=float, default=60.0, help="soak duration (default 60)")
     p.add_argument("--swaps", type=int, default=3, help="versions hot-swapped in during the soak (default 3)")

@@ -3,13 +3,13 @@
 For each size it writes transformed-like TFRecords (tf.Examples with `num__*` float,
 `cat__*` int64 and `label` features, as the Transform emits them; synthetic, taxi-shaped,
 deterministic) under a temp dir, then trains in a fresh process exactly as the Trainer's
-run_fn does: `models.trainer.transformed_stream` over a TFXIO dataset factory (what the
+run_fn does: `scarfx.models.trainer.transformed_stream` over a TFXIO dataset factory (what the
 DataAccessor's tf_dataset_factory is), then `train_scarf_classifier`, with a fixed
 number of steps per epoch and validation steps (TrainArgs/EvalArgs num_steps). It reports
 the child's peak RSS, wall time, the survey pass's rows/s and pretraining rows/s.
 Nothing is kept unless --workdir is given.
 
-    .venv/bin/python -m benchmarks.trainer_memory --rows 150000 1500000
+    .venv/bin/python -m scarfx.benchmarks.trainer_memory --rows 150000 1500000
 """
 from __future__ import annotations
 
@@ -80,10 +80,10 @@ def train(pattern: str, steps: int, validation_steps: int, epochs: int, ensemble
     from tfx import v1 as tfx
     from tfx_bsl.public import tfxio
 
-    from models.scarf import train_scarf_classifier
-    from models.scarf_config import ScarfConfig
-    from models.tabular_data import FeatureLayout
-    from models.trainer import transformed_stream
+    from scarfx.models.scarf import train_scarf_classifier
+    from scarfx.models.scarf_config import ScarfConfig
+    from scarfx.models.tabular_data import FeatureLayout
+    from scarfx.models.trainer import transformed_stream
 
     schema = schema_utils.schema_from_feature_spec(feature_spec())
 
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
             pattern = write_examples(directory, rows)
             print(f"wrote {rows} rows in {time.perf_counter() - start:.0f} s", file=sys.stderr)
             child = subprocess.run(
-                [sys.executable, "-m", "benchmarks.trainer_memory", "--train-only", pattern, "--steps", str(args.steps),
+                [sys.executable, "-m", "scarfx.benchmarks.trainer_memory", "--train-only", pattern, "--steps", str(args.steps),
                  "--validation-steps", str(args.validation_steps), "--epochs", str(args.epochs),
                  "--ensemble", str(args.ensemble)],
                 check=True, capture_output=True, text=True,

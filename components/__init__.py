@@ -1,4 +1,4 @@
 """scarfx: components."""
-from components.lazy_tfx import defer_tfx_extensions
+from scarfx.components.lazy_tfx import defer_tfx_extensions
 
 defer_tfx_extensions()

@@ -27,7 +27,7 @@ from tfx.dsl.components.common import resolver
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.standard_artifacts import ExampleAnomalies, Examples, ExampleStatistics, Schema
 
-from components import metadata
+from scarfx.components import metadata
 
 InputArtifact = tfx.dsl.components.InputArtifact
 OutputArtifact = tfx.dsl.components.OutputArtifact

@@ -70,7 +70,7 @@ def read_evaluation(uri: str) -> tuple[dict[str, float], dict[str, float], list[
     """Overall-slice metrics of the candidate and baseline, and the failed thresholds."""
     import tensorflow_model_analysis as tfma
 
-    from components.trivial_baseline import describe_failure
+    from scarfx.components.trivial_baseline import describe_failure
 
     metrics: dict[str, float] = {}
     baseline: dict[str, float] = {}

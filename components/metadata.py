@@ -19,7 +19,7 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.evaluation import Verdict, load_verdict, read_evaluation
+from scarfx.components.evaluation import Verdict, load_verdict, read_evaluation
 
 RUN_CONTEXT = "pipeline_run"  # named by the run id
 NODE_CONTEXT = "node"  # named '<pipeline name>.<component id>'

@@ -37,11 +37,11 @@ from tfx.types.standard_artifacts import (
     TransformGraph,
 )
 
-from components.anomalies_gate import describe_anomalies
-from components.drift_gate import read_drift_measures
-from components.evaluation import evaluate_verdict, read_slices, read_thresholds, write_verdict
-from components.metadata import REPORT_FILE, custom_property
-from models.features import SUMMARY_FILE, TRANSFORM_SIGNATURE
+from scarfx.components.anomalies_gate import describe_anomalies
+from scarfx.components.drift_gate import read_drift_measures
+from scarfx.components.evaluation import evaluate_verdict, read_slices, read_thresholds, write_verdict
+from scarfx.components.metadata import REPORT_FILE, custom_property
+from scarfx.models.features import SUMMARY_FILE, TRANSFORM_SIGNATURE
 
 InputArtifact = tfx.dsl.components.InputArtifact
 OutputArtifact = tfx.dsl.components.OutputArtifact
@@ -93,7 +93,7 @@ def serving_input_names(model_uri: str) -> dict[str, str]:
     raw_input_names: characters TensorFlow refuses in a tensor name become `_`)."""
     from tfx.utils import path_utils
 
-    from models.features import ASSETS_EXTRA, METADATA_FILE
+    from scarfx.models.features import ASSETS_EXTRA, METADATA_FILE
 
     path = os.path.join(path_utils.serving_model_path(model_uri), ASSETS_EXTRA, METADATA_FILE)
     if not tf.io.gfile.exists(path):
@@ -158,7 +158,7 @@ def model_attributions(model_uri: str, transform_graph_uri: str, records: list[b
     """SHAP attributions of the exported model on raw eval records, per raw feature."""
     import tensorflow_transform as tft
 
-    from models import attributions, export
+    from scarfx.models import attributions, export
     from tfx.utils import path_utils
 
     loaded = tf.saved_model.load(path_utils.serving_model_path(model_uri))
@@ -193,7 +193,7 @@ def model_settings(training: dict, numeric_encoding: str = "") -> list[tuple[str
     """
     import dataclasses
 
-    from models.scarf_config import ScarfConfig
+    from scarfx.models.scarf_config import ScarfConfig
 
     config = {f.name: f.default for f in dataclasses.fields(ScarfConfig)}
     config.update(training.get("config") or {})

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from kubeflow import runner as kf
-from pipeline.configs import PipelineConfig, config_from_dict, load_config
+from scarfx.kubeflow import runner as kf
+from scarfx.pipeline.configs import PipelineConfig, config_from_dict, load_config
 
 DEFAULT_PACKAGE = os.path.join(kf.DEFAULT_OUTPUT_DIR, "scarfx.yaml")
 

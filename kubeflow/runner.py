@@ -32,7 +32,7 @@ import urllib.request
 
 import yaml
 
-from pipeline.configs import (
+from scarfx.pipeline.configs import (
     TAXI_CSV_IN_TFX,
     TAXI_LABEL,
     TAXI_LEAKY_COLUMNS,
@@ -40,7 +40,8 @@ from pipeline.configs import (
     PipelineConfig,
 )
 
-# The image built by ./Dockerfile: project in /opt/scarfx, venv in /opt/scarfx/.venv.
+# The image built by ./Dockerfile: scarfx installed in the venv /opt/scarfx/.venv (its sources
+# in /opt/scarfx/src), working directory /opt/scarfx.
 DEFAULT_IMAGE = "scarfx:0.1.0"
 IMAGE_VENV = "/opt/scarfx/.venv"
 IMAGE_SITE_PACKAGES = f"{IMAGE_VENV}/lib/python3.11/site-packages"
@@ -123,8 +124,8 @@ def _label_is_binary(cfg: PipelineConfig, binary: bool | None) -> bool:
     """Whether the gate gets a binary AUC threshold; read from the data when it is local."""
     if binary is not None:
         return binary
-    from pipeline.configs import bundled_taxi_csv
-    from pipeline.data_checks import inspect_csv_input
+    from scarfx.pipeline.configs import bundled_taxi_csv
+    from scarfx.pipeline.data_checks import inspect_csv_input
 
     # The image's taxi CSV is the file this machine's tfx ships: read the local copy.
     local = bundled_taxi_csv() if cfg.data == IMAGE_TAXI_CSV else cfg.data
@@ -164,7 +165,7 @@ def compile_pipeline(
     """
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_pipeline
+    from scarfx.pipeline.pipeline import create_pipeline
 
     if not image:
         raise ConfigError("an image is required (--image REGISTRY/scarfx:TAG)")

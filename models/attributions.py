@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from models import features
-from models.tabular_data import FeatureLayout
+from scarfx.models import features
+from scarfx.models.tabular_data import FeatureLayout
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from models.corruption import FeatureCorruption
+from scarfx.models.corruption import FeatureCorruption
 
 
 def info_nce_loss(anchors, positives, temperature: float = 1.0, symmetric: bool = False):

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.tabular_data import TabularData
+from scarfx.models.tabular_data import TabularData
 
 
 def corruption_count(num_features: int, corruption_rate: float) -> int:

@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-from models.scarf_config import DISTRIBUTIONS
+from scarfx.models.scarf_config import DISTRIBUTIONS
 
 
 def make_strategy(distribution: str) -> tf.distribute.Strategy:

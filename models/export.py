@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features
-from models.tabular_data import FeatureLayout
+from scarfx.models import features
+from scarfx.models.tabular_data import FeatureLayout
 
 
 def layout_from_transform(tf_transform_output: tft.TFTransformOutput) -> FeatureLayout:

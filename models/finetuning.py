@@ -15,12 +15,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.corruption import FeatureBank, augment_with_corruption
-from models.network import average_classifiers, build_classifier, build_encoder
-from models.scarf_config import ScarfConfig
-from models.sources import TableSource, TableSurvey, as_source
-from models.tabular_data import FeatureLayout, TabularData
-from models.training import _build_for, _callbacks, _history, _shard_by_data, _training_dataset
+from scarfx.models.corruption import FeatureBank, augment_with_corruption
+from scarfx.models.network import average_classifiers, build_classifier, build_encoder
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.sources import TableSource, TableSurvey, as_source
+from scarfx.models.tabular_data import FeatureLayout, TabularData
+from scarfx.models.training import _build_for, _callbacks, _history, _shard_by_data, _training_dataset
 
 
 @keras.saving.register_keras_serializable(package="scarfx")

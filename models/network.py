@@ -8,9 +8,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from models.numeric_encoding import NumericEncoding
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout
+from scarfx.models.numeric_encoding import NumericEncoding
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.tabular_data import FeatureLayout
 
 
 def embedding_dim(cardinality: int) -> int:

@@ -30,8 +30,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features
-from models.scarf_config import NUMERIC_ENCODINGS
+from scarfx.models import features
+from scarfx.models.scarf_config import NUMERIC_ENCODINGS
 
 DEFAULTS = {
     "label": "",

@@ -10,13 +10,13 @@ import time
 import keras
 import tensorflow as tf
 
-from models.contrastive import ScarfPretrainer
-from models.corruption import FeatureBank, FeatureCorruption, corrupt_features, corruption_count
-from models.network import build_projection_head
-from models.scarf_config import ScarfConfig
-from models.sources import TableSource, TableSurvey, as_source
-from models.tabular_data import FeatureLayout, TabularData
-from models.training import (
+from scarfx.models.contrastive import ScarfPretrainer
+from scarfx.models.corruption import FeatureBank, FeatureCorruption, corrupt_features, corruption_count
+from scarfx.models.network import build_projection_head
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.sources import TableSource, TableSurvey, as_source
+from scarfx.models.tabular_data import FeatureLayout, TabularData
+from scarfx.models.training import (
     _build_for,
     _callbacks,
     _history,

@@ -1,9 +1,9 @@
 """SCARF (Bahri et al., arXiv 2106.15147) in Keras: the entry point that pretrains, then fine-tunes.
 
-train_scarf_classifier surveys the rows once (models.sources), builds encoder f
-(models.network), pretrains it contrastively (models.pretraining, with SCARF's
-corruption from models.corruption) unless turned off, and fine-tunes f plus a softmax
-classifier on the labelled rows (models.finetuning). Weights and tf.data shuffling
+train_scarf_classifier surveys the rows once (scarfx.models.sources), builds encoder f
+(scarfx.models.network), pretrains it contrastively (scarfx.models.pretraining, with SCARF's
+corruption from scarfx.models.corruption) unless turned off, and fine-tunes f plus a softmax
+classifier on the labelled rows (scarfx.models.finetuning). Weights and tf.data shuffling
 follow `ScarfConfig.seed` (via `keras.utils.set_random_seed`), so a run is reproducible.
 
 This module knows nothing of TFX: it takes arrays, or a tf.data stream of batches (StreamedTable),
@@ -17,13 +17,13 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from models.distribution import make_strategy
-from models.finetuning import fine_tune
-from models.network import _plain_copy, build_encoder
-from models.pretraining import _no_pretraining_summary, pretrain
-from models.scarf_config import ScarfConfig
-from models.sources import TableSource, as_source
-from models.tabular_data import FeatureLayout, TabularData
+from scarfx.models.distribution import make_strategy
+from scarfx.models.finetuning import fine_tune
+from scarfx.models.network import _plain_copy, build_encoder
+from scarfx.models.pretraining import _no_pretraining_summary, pretrain
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.sources import TableSource, as_source
+from scarfx.models.tabular_data import FeatureLayout, TabularData
 
 
 @dataclasses.dataclass
@@ -52,7 +52,7 @@ def train_scarf_classifier(
     both stages read it through tf.data.
 
     `init_encoder` (warm start) is called on the freshly built f before pretraining, to
-    load an earlier model's weights into it (see models.warm_start); it returns what it
+    load an earlier model's weights into it (see scarfx.models.warm_start); it returns what it
     carried over, which goes into the summary as `warm_start`.
 
     Models are built and trained under `strategy` (default: one from

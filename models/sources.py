@@ -14,9 +14,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from models.corruption import FeatureBank, build_feature_bank
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout, TabularData, _check_batch, check_inputs
+from scarfx.models.corruption import FeatureBank, build_feature_bank
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.tabular_data import FeatureLayout, TabularData, _check_batch, check_inputs
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from models.scarf_config import FINETUNE_MONITORS, ScarfConfig, count_setting_errors
+from scarfx.models.scarf_config import FINETUNE_MONITORS, ScarfConfig, count_setting_errors
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,14 +14,14 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import export, features
-from models.distribution import is_chief, make_strategy
-from models.labels import hide_labels_in_stream
-from models.scarf import train_scarf_classifier
-from models.scarf_config import ScarfConfig
-from models.sources import StreamedTable
-from models.tabular_data import FeatureLayout
-from models.warm_start import EncoderCheckpoint, warm_start_encoder
+from scarfx.models import export, features
+from scarfx.models.distribution import is_chief, make_strategy
+from scarfx.models.labels import hide_labels_in_stream
+from scarfx.models.scarf import train_scarf_classifier
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.sources import StreamedTable
+from scarfx.models.tabular_data import FeatureLayout
+from scarfx.models.warm_start import EncoderCheckpoint, warm_start_encoder
 
 # Next to Format-Serving/ in the Model artifact dir, so Trainer(base_model=...) of a
 # later run finds the encoder of the model it warm-starts from.
@@ -51,7 +51,7 @@ def _model_dir(serving_model_dir: str) -> str:
 def warm_start_checkpoint(base_model: str | None, config: ScarfConfig) -> EncoderCheckpoint | None:
     """The base model's encoder, if it has one of this run's shape; else None (logged why).
 
-    Features and vocabularies may differ: models.warm_start matches them by name and
+    Features and vocabularies may differ: scarfx.models.warm_start matches them by name and
     term. Only a different encoder width or depth rules a warm start out. The weights
     file is copied to a local temp dir, since Keras reads .h5 from local files only.
     """

@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.contrastive import ScarfPretrainer, _step_logs
-from models.scarf_config import ScarfConfig
-from models.tabular_data import TabularData
+from scarfx.models.contrastive import ScarfPretrainer, _step_logs
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.tabular_data import TabularData
 
 
 class _EpochTimer(keras.callbacks.Callback):

@@ -25,9 +25,9 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
-from models.network import build_encoder
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout
+from scarfx.models.network import build_encoder
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.tabular_data import FeatureLayout
 
 __all__ = ["EncoderCheckpoint", "transfer_encoder_weights", "warm_start_encoder"]
 

@@ -1,4 +1,4 @@
 """scarfx: pipeline."""
-from components.lazy_tfx import defer_tfx_extensions
+from scarfx.components.lazy_tfx import defer_tfx_extensions
 
 defer_tfx_extensions()

@@ -13,7 +13,7 @@ Spark and Dataflow sets are checked by parsing, not by running (see
 docs/ORCHESTRATION.md).
 
 Shipping code to remote workers: the data components call scarfx's
-`models.preprocessing.preprocessing_fn` by dotted path, so a remote worker
+`scarfx.models.preprocessing.preprocessing_fn` by dotted path, so a remote worker
 needs the scarfx package installed. Either point `--setup_file` at the repo's
 setup.py (Beam builds and stages an sdist), pass an already built sdist/wheel
 with `--extra_package`, or run the workers in the scarfx image

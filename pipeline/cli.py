@@ -5,8 +5,8 @@ import argparse
 import dataclasses
 import sys
 
-from pipeline import logs
-from pipeline.configs import ConfigError, PipelineConfig, config_from_dict, load_config
+from scarfx.pipeline import logs
+from scarfx.pipeline.configs import ConfigError, PipelineConfig, config_from_dict, load_config
 
 
 def _run_parser(sub, name="run", help="validate, transform, train (SCARF), gate and push a model from a CSV") -> None:
@@ -81,7 +81,7 @@ def _training_summary(model_run_uri: str | None) -> dict:
     import json
     import os
 
-    from models.features import SUMMARY_FILE
+    from scarfx.models.features import SUMMARY_FILE
 
     path = os.path.join(model_run_uri or "", SUMMARY_FILE)
     if not model_run_uri or not os.path.exists(path):
@@ -103,7 +103,7 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 
 def cmd_run(args) -> int:
     cfg = config_from_args(args)
-    from pipeline.runner import run_pipeline
+    from scarfx.pipeline.runner import run_pipeline
 
     summary, outcome, elapsed = run_pipeline(cfg)
     print(f"scarfx: run {outcome.run_id} finished in {elapsed:.0f}s")
@@ -143,7 +143,7 @@ def cmd_run(args) -> int:
 def cmd_retrain(args) -> int:
     """`scarfx run` with an account of what retraining did: span, cache hits, gate vs baseline, push."""
     cfg = config_from_args(args)
-    from pipeline.runner import run_pipeline
+    from scarfx.pipeline.runner import run_pipeline
 
     summary, outcome, elapsed = run_pipeline(cfg)
     cfg = cfg.resolved()
@@ -179,7 +179,7 @@ def _store_config(args) -> PipelineConfig:
     """Config for commands that read a finished run: --config, then --pipeline-root / --serving-dir."""
     import os
 
-    from pipeline.configs import absolute_path_or_uri
+    from scarfx.pipeline.configs import absolute_path_or_uri
 
     cfg = load_config(args.config) if args.config else PipelineConfig()
     overrides = {}
@@ -197,8 +197,8 @@ def _store_config(args) -> PipelineConfig:
 def cmd_lineage(args) -> int:
     """Prints the span(s) and pipeline run(s) behind the model version now served."""
     cfg = _store_config(args)
-    from pipeline.lineage import LineageError, format_lineage, model_lineage
-    from serving.promotion import served_version
+    from scarfx.pipeline.lineage import LineageError, format_lineage, model_lineage
+    from scarfx.serving.promotion import served_version
 
     try:
         version = args.version if args.version is not None else served_version(cfg.serving_dir, cfg.pipeline_name)
@@ -217,7 +217,7 @@ def cmd_report(args) -> int:
     import os
 
     cfg = _store_config(args)
-    from components.metadata import run_report_path
+    from scarfx.components.metadata import run_report_path
 
     metadata_path = cfg.metadata_path
     if not os.path.exists(metadata_path):
@@ -240,7 +240,7 @@ def cmd_report(args) -> int:
 
 def cmd_schema(args) -> int:
     """`scarfx schema freeze`: the latest inferred schema, with the config's drift thresholds, to a file."""
-    from pipeline.schema_freeze import freeze
+    from scarfx.pipeline.schema_freeze import freeze
 
     cfg = _store_config(args)
     if args.label:
@@ -248,7 +248,7 @@ def cmd_schema(args) -> int:
     if args.drop:
         cfg.drop_columns = list(args.drop)
     if not cfg.data:  # the bundled demo, as `scarfx run` resolves it
-        from pipeline.configs import TAXI_LABEL, TAXI_LEAKY_COLUMNS
+        from scarfx.pipeline.configs import TAXI_LABEL, TAXI_LEAKY_COLUMNS
 
         cfg.label = cfg.label or TAXI_LABEL
         cfg.drop_columns = cfg.drop_columns or list(TAXI_LEAKY_COLUMNS)
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     freeze.add_argument("--label", help="label column (no domain-mass floor; default: from --config)")
     freeze.add_argument("--drop", action="append", default=None, metavar="COLUMN",
                         help="column never compared for drift (repeatable; default: drop_columns of --config)")
-    from serving import cli as serving_cli  # TensorFlow-free until a command needs it
+    from scarfx.serving import cli as serving_cli  # TensorFlow-free until a command needs it
 
     serving_cli.add_serve_arguments(
         sub.add_parser("serve", help="serve pushed models over TF Serving's REST API, hot-swapping new versions")
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     serving_cli.add_models_arguments(
         sub.add_parser("models", help="list, promote or roll back served model versions")
     )
-    from kubeflow import cli as kubeflow_cli  # TensorFlow-free until compile needs it
+    from scarfx.kubeflow import cli as kubeflow_cli  # TensorFlow-free until compile needs it
 
     kubeflow_cli.add_arguments(
         sub.add_parser("kubeflow", help="compile for Kubeflow Pipelines v2 / Vertex AI, submit, schedule")
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     """`scarfx ARGS`: the exit code. Without argv, the command line of a process it owns.
 
     In-process callers (tests, notebooks) pass argv and get the code back. The console
-    script and `python -m pipeline.cli` pass nothing: this process is then ours to end,
+    script and `python -m scarfx.pipeline.cli` pass nothing: this process is then ours to end,
     and it ends through _exit_process, never returning.
     """
     if argv is None:
@@ -380,25 +380,25 @@ def _main(argv: list[str]) -> int:
         if args.command == "schema":
             return cmd_schema(args)
         if args.command == "serve":
-            from serving import cli as serving_cli
+            from scarfx.serving import cli as serving_cli
 
             return serving_cli.run_serve(args)
         if args.command == "models":
-            from components.metadata import pushed_versions
-            from serving import cli as serving_cli
+            from scarfx.components.metadata import pushed_versions
+            from scarfx.serving import cli as serving_cli
 
             return serving_cli.run_models(args, pushed_versions)
         if args.command == "kubeflow":
-            from kubeflow import cli as kubeflow_cli
+            from scarfx.kubeflow import cli as kubeflow_cli
 
             return kubeflow_cli.run(args)
     except ConfigError as e:
         print(f"scarfx: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a data gate stopped the run, or a Beam service did not start: the message says it all
-        from components.anomalies_gate import DataAnomaliesError
-        from components.drift_gate import DataDriftError
-        from pipeline.beam_services import BeamServiceError
+        from scarfx.components.anomalies_gate import DataAnomaliesError
+        from scarfx.components.drift_gate import DataDriftError
+        from scarfx.pipeline.beam_services import BeamServiceError
 
         if not isinstance(e, (DataAnomaliesError, DataDriftError, BeamServiceError)):
             raise

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from models.scarf_config import DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig, count_setting_errors
+from scarfx.models.scarf_config import DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig, count_setting_errors
 
 PIPELINE_NAME = "scarfx"
 
@@ -126,7 +126,7 @@ class PipelineConfig:
     # Orchestrator: "local" (LocalDagRunner) or "beam" (BeamDagRunner).
     runner: str = "local"
     # Beam args of the data components; [] = derived from `runner` by
-    # pipeline.beam_args.for_runner (in-memory for local, multi_processing for beam).
+    # scarfx.pipeline.beam_args.for_runner (in-memory for local, multi_processing for beam).
     # Flink/Spark/Dataflow sets: see pipeline/beam_args.py and docs/ORCHESTRATION.md.
     beam_args: list[str] = dataclasses.field(default_factory=list)
     # DirectRunner workers when runner is "beam" and beam_args is []; 0 = one per CPU core.
@@ -240,7 +240,7 @@ class PipelineConfig:
                 raise ConfigError("beam_engine portable sets the Beam args itself (it starts the job service and "
                                   "worker pool it points them at): leave beam_args empty, or drop beam_engine")
         elif not cfg.beam_args:
-            from pipeline.beam_args import for_runner
+            from scarfx.pipeline.beam_args import for_runner
 
             cfg.beam_args = for_runner(cfg.runner, cfg.direct_num_workers)
         return cfg

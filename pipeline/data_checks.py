@@ -13,7 +13,7 @@ import re
 
 import pandas as pd
 
-from pipeline.configs import DEFAULT_NA_VALUES, ConfigError
+from scarfx.pipeline.configs import DEFAULT_NA_VALUES, ConfigError
 
 # tfx_bsl's CSV decoder (CsvExampleGen) reads with Python's csv module, whose default field
 # limit is 131072 characters: a longer cell fails deep inside Beam, so it is refused here.
@@ -71,7 +71,7 @@ def csv_files(path: str) -> list[str]:
     if not os.path.exists(path):
         raise InputDataError(f"data path does not exist: {path}")
     if os.path.isdir(path):
-        from pipeline import spans
+        from scarfx.pipeline import spans
 
         if spans.is_span_directory(path):
             # ExampleGen ingests only the newest span this run; older spans were

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from components.metadata import (
+from scarfx.components.metadata import (
     artifact_span,
     blessed_in,
     connect,

@@ -7,7 +7,7 @@ import re
 import threading
 import warnings
 
-from pipeline import progress
+from scarfx.pipeline import progress
 
 
 def configure(verbose: bool) -> None:

@@ -10,17 +10,17 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.placeholder import placeholder as ph
 
-from components.anomalies_gate import AnomaliesGate
-from components.baseline_strategy import baseline_resolver
-from components.drift_gate import DriftGate, previous_statistics_resolver
-from components.report import RunReport
-from models import features
-from pipeline.beam_args import local_portable
-from pipeline.beam_services import JOB_ENDPOINT_ENV, WORKER_POOL_ENV
-from pipeline.configs import PipelineConfig
+from scarfx.components.anomalies_gate import AnomaliesGate
+from scarfx.components.baseline_strategy import baseline_resolver
+from scarfx.components.drift_gate import DriftGate, previous_statistics_resolver
+from scarfx.components.report import RunReport
+from scarfx.models import features
+from scarfx.pipeline.beam_args import local_portable
+from scarfx.pipeline.beam_services import JOB_ENDPOINT_ENV, WORKER_POOL_ENV
+from scarfx.pipeline.configs import PipelineConfig
 
-PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
-RUN_FN = "models.trainer.run_fn"
+PREPROCESSING_FN = "scarfx.models.preprocessing.preprocessing_fn"
+RUN_FN = "scarfx.models.trainer.run_fn"
 QUANTILE_BUCKETS = 100
 
 
@@ -42,7 +42,7 @@ def eval_config(cfg: PipelineConfig, binary: bool) -> tfma.EvalConfig:
     says why there rather than from StatisticsGen or the up-front CSV check), so the
     threshold is a static TFMA bound on accuracy minus that rate.
     """
-    from components.trivial_baseline import AUC_OVER_CHANCE, STRICT, AccuracyOverMajority
+    from scarfx.components.trivial_baseline import AUC_OVER_CHANCE, STRICT, AccuracyOverMajority
 
     def threshold(floor: float) -> tfma.MetricThreshold:
         return tfma.MetricThreshold(
@@ -135,8 +135,8 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
     stock strategy (an unchanged re-run after a blessing re-evaluates the model against
     itself).
     """
-    from pipeline import spans
-    from pipeline.configs import ConfigError
+    from scarfx.pipeline import spans
+    from scarfx.pipeline.configs import ConfigError
 
     custom_resolvers = not kubeflow_v2
     span_directory = spans.is_span_directory(cfg.data)
@@ -217,7 +217,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
 def _example_gen(cfg: PipelineConfig, span_directory: bool):
     """(CsvExampleGen, its RangeConfig or None): a span directory or one CSV/directory,
     split into train and eval by hash buckets."""
-    from pipeline import spans
+    from scarfx.pipeline import spans
 
     range_config = None
     if span_directory:
@@ -324,7 +324,7 @@ def _latest_blessed_model_resolver(node_id: str):
 
 
 def _trainer(cfg: PipelineConfig, transform, schema_gen):
-    """(warm-start resolver or None, Trainer): SCARF through models.trainer.run_fn."""
+    """(warm-start resolver or None, Trainer): SCARF through scarfx.models.trainer.run_fn."""
     # The warm start needs its own resolver: the Trainer runs before the Evaluator's
     # baseline resolver would, and TFX does not share one resolver between both.
     warm_start_resolver = _latest_blessed_model_resolver("warm_start_model_resolver") if cfg.warm_start else None

@@ -7,10 +7,10 @@ import datetime
 import os
 import time
 
-from components.metadata import RunOutcome, run_outcome
-from pipeline.beam_services import local_portable_services
-from pipeline.configs import RUNNERS, ConfigError, PipelineConfig
-from pipeline.data_checks import InputSummary, inspect_csv_input, stage_normalised_copy
+from scarfx.components.metadata import RunOutcome, run_outcome
+from scarfx.pipeline.beam_services import local_portable_services
+from scarfx.pipeline.configs import RUNNERS, ConfigError, PipelineConfig
+from scarfx.pipeline.data_checks import InputSummary, inspect_csv_input, stage_normalised_copy
 
 
 def make_runner(runner: str):
@@ -78,11 +78,11 @@ def run_pipeline(cfg: PipelineConfig) -> tuple[InputSummary, RunOutcome, float]:
         cfg = dataclasses.replace(cfg, data=staged)
 
     # TFX is imported after the cheap checks: a typo fails in a second.
-    from pipeline.pipeline import create_pipeline
+    from scarfx.pipeline.pipeline import create_pipeline
 
     os.makedirs(cfg.pipeline_root, exist_ok=True)
     os.makedirs(os.path.dirname(cfg.metadata_path), exist_ok=True)
-    from pipeline.progress import track_components
+    from scarfx.pipeline.progress import track_components
 
     orchestrator, pipeline = make_runner(cfg.runner), create_pipeline(cfg, binary=summary.binary, roles=summary.roles)
     track_components()  # one `scarfx: [ 12.3s] Trainer started` line per node start/finish

@@ -12,8 +12,8 @@ import datetime
 import os
 import re
 
-from components.metadata import latest_schema
-from pipeline.configs import ConfigError, PipelineConfig
+from scarfx.components.metadata import latest_schema
+from scarfx.pipeline.configs import ConfigError, PipelineConfig
 
 SCHEMA_FILE = "schema.pbtxt"
 _VERSIONED = re.compile(r"^schema_v(\d+)\.pbtxt$")
@@ -40,7 +40,7 @@ def frozen_schema(schema, cfg: PipelineConfig):
     """A copy of `schema` with drift/skew comparators and a categorical domain-mass floor from `cfg.validation`."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from components.drift_gate import add_drift_comparators
+    from scarfx.components.drift_gate import add_drift_comparators
 
     # Only features with a value domain (TFDV infers one for low-cardinality strings) get a
     # domain-mass floor: TFDV flags the constraint on a feature without a domain as an anomaly.

@@ -18,7 +18,7 @@ import glob
 import os
 import re
 
-from pipeline.configs import ConfigError
+from scarfx.pipeline.configs import ConfigError
 
 SPAN_DIR_PREFIX = "span-"
 # ExampleGen substitutes `{SPAN}` with a digits regex and keeps the largest match.

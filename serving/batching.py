@@ -39,7 +39,7 @@ import re
 import threading
 import time
 
-from serving.manager import Unavailable
+from scarfx.serving.manager import Unavailable
 
 log = logging.getLogger("scarfx.serving")
 

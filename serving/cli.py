@@ -2,8 +2,8 @@
 
 pipeline/cli.py, the one `scarfx` command line, wires them in:
 
-    serving.cli.add_serve_arguments(sub.add_parser("serve", ...))    # then: serving.cli.run_serve(args)
-    serving.cli.add_models_arguments(sub.add_parser("models", ...))  # then: serving.cli.run_models(args, ...)
+    scarfx.serving.cli.add_serve_arguments(sub.add_parser("serve", ...))    # then: scarfx.serving.cli.run_serve(args)
+    scarfx.serving.cli.add_models_arguments(sub.add_parser("models", ...))  # then: scarfx.serving.cli.run_models(args, ...)
 
 Both `run_*` return a process exit code (0 ok, 2 usage or state error) and print errors as
 one `scarfx: error: ...` line, like `scarfx run`. Nothing here imports TensorFlow until
@@ -82,7 +82,7 @@ def _port(text: str) -> int:
 
 def batching_parameters(args):
     """The BatchingParameters the serve arguments ask for, or None (no batching)."""
-    from serving.batching import BatchingParameters, read_parameters_file
+    from scarfx.serving.batching import BatchingParameters, read_parameters_file
 
     flags = {"max_batch_size": args.batch_max_size, "batch_timeout_micros": args.batch_timeout_micros,
              "num_batch_threads": args.num_batch_threads, "max_enqueued_batches": args.max_enqueued_batches}
@@ -103,7 +103,7 @@ def resolve_model(args) -> tuple[str, str, str | None]:
     """(model name, serving dir, config file) for `serve`: --model_name/--model_base_path
     when given; else, with --model_config_file, its 'scarfx' entry or its first one (served
     from its base_path); else scarfx from ./serving_model."""
-    from serving.modelconfig import ConfigError, read_config
+    from scarfx.serving.modelconfig import ConfigError, read_config
 
     name, base, config_file = args.model_name, args.serving_dir, args.model_config_file
     if config_file and (name is None or base is None):
@@ -183,7 +183,7 @@ def _read_token(args) -> str | None:
 
 def run_serve(args) -> int:
     """Runs the server until SIGINT/SIGTERM; returns an exit code."""
-    from serving import layout
+    from scarfx.serving import layout
 
     try:
         model_name, serving_dir, config_file = resolve_model(args)
@@ -208,7 +208,7 @@ def run_serve(args) -> int:
     # Loads, swaps, refusals and config reloads are INFO lines of the "scarfx.serving" logger.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("scarfx.serving").setLevel(logging.INFO)
-    from serving.server import ModelServer
+    from scarfx.serving.server import ModelServer
 
     try:
         server = ModelServer(
@@ -320,13 +320,13 @@ def run_models(args, pushed_versions=None) -> int:
 
     `pushed_versions(metadata_path, serving_dir)` -> {version: a record with run_id,
     blessed, metrics, baseline_metrics} reads the pipeline's ML Metadata for `models list`
-    (the `scarfx` command line passes components.metadata.pushed_versions); without it the
+    (the `scarfx` command line passes scarfx.components.metadata.pushed_versions); without it the
     list shows what the serving dir alone tells.
     """
     import json
 
-    from serving import promotion
-    from serving.modelconfig import ConfigError
+    from scarfx.serving import promotion
+    from scarfx.serving.modelconfig import ConfigError
 
     if args.serving_dir is None:
         args.serving_dir = DEFAULT_SERVING_DIR

@@ -21,8 +21,8 @@ import os
 import struct
 from typing import Any, Iterable, Mapping
 
-from models.features import ASSETS_EXTRA, METADATA_FILE
-from serving.jsonutil import b64decode
+from scarfx.models.features import ASSETS_EXTRA, METADATA_FILE
+from scarfx.serving.jsonutil import b64decode
 
 KINDS = ("float", "int", "string")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1

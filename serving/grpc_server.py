@@ -20,12 +20,12 @@ import time
 
 import grpc
 
-from models.features import CLASSIFY_SIGNATURE, EXAMPLES_INPUT, SERVING_SIGNATURE
-from serving import admin, promotion
-from serving.manager import AVAILABLE, END, LOADING, UNLOADING, NotFound, Unavailable
-from serving.modelconfig import ConfigError
-from serving.rest import clean_tf_message, first_invalid_example
-from serving.warmup import examples_from_input
+from scarfx.models.features import CLASSIFY_SIGNATURE, EXAMPLES_INPUT, SERVING_SIGNATURE
+from scarfx.serving import admin, promotion
+from scarfx.serving.manager import AVAILABLE, END, LOADING, UNLOADING, NotFound, Unavailable
+from scarfx.serving.modelconfig import ConfigError
+from scarfx.serving.rest import clean_tf_message, first_invalid_example
+from scarfx.serving.warmup import examples_from_input
 
 log = logging.getLogger("scarfx.serving")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from models.features import ASSETS_EXTRA
+from scarfx.models.features import ASSETS_EXTRA
 
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,18}")
 _VERSION_DIR_RE = re.compile(r"[0-9]{1,64}")

@@ -19,9 +19,9 @@ import threading
 import time
 from typing import Callable
 
-from serving import layout
-from serving.model import LoadedModel, LoadError, VersionHandle
-from serving.modelconfig import ConfigError, Policy, read_policy
+from scarfx.serving import layout
+from scarfx.serving.model import LoadedModel, LoadError, VersionHandle
+from scarfx.serving.modelconfig import ConfigError, Policy, read_policy
 
 log = logging.getLogger("scarfx.serving")
 

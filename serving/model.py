@@ -18,14 +18,14 @@ import threading
 import time
 from typing import Any
 
-from models.features import (
+from scarfx.models.features import (
     CLASSIFY_CLASSES, CLASSIFY_INPUT, CLASSIFY_SCORES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT, RAW_MISSING,
     RAW_SIGNATURE, SERVING_SIGNATURE, TRANSFORM_SIGNATURE,
 )
-from serving.examples import (
+from scarfx.serving.examples import (
     MetadataError, default_example_features, metadata_path, read_metadata, serialize_features,
 )
-from serving.warmup import read_warmup_requests, warmup_path
+from scarfx.serving.warmup import read_warmup_requests, warmup_path
 
 log = logging.getLogger("scarfx.serving")
 
@@ -102,7 +102,7 @@ def raw_numpy_dtype(dtype_name: str):
 
 
 def missing_value(dtype_name: str):
-    """A raw signature's missing value for an input of this dtype (models.features.RAW_MISSING)."""
+    """A raw signature's missing value for an input of this dtype (scarfx.models.features.RAW_MISSING)."""
     import numpy as np
 
     kind = _KINDS[dtype_name]

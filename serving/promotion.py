@@ -20,8 +20,8 @@ import json
 import os
 import socket
 
-from serving import layout
-from serving.modelconfig import (
+from scarfx.serving import layout
+from scarfx.serving.modelconfig import (
     ConfigError,
     config_lock,
     config_path,

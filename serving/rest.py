@@ -21,12 +21,12 @@ import binascii
 import re
 from typing import Any
 
-from models.features import (
+from scarfx.models.features import (
     CLASSIFY_CLASSES, CLASSIFY_SCORES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SERVING_SIGNATURE,
 )
-from serving import jsonutil
-from serving.examples import FeatureError, check_scalar, serialize_features
-from serving.model import LoadedModel, missing_value, raw_numpy_dtype
+from scarfx.serving import jsonutil
+from scarfx.serving.examples import FeatureError, check_scalar, serialize_features
+from scarfx.serving.model import LoadedModel, missing_value, raw_numpy_dtype
 
 
 class HTTPError(Exception):
@@ -145,7 +145,7 @@ def _raw_value(v: Any, kind: str, name: str, missing):
 def raw_columns(rows: list | None, columns: dict | None, model: LoadedModel, what: str) -> dict:
     """Row-format instances (objects) or columnar {feature: [values]} -> predict_raw's
     inputs {input name: numpy array [B]}. A feature may be named by its raw name or by
-    its input name; a missing one gets the missing value (models.features.RAW_MISSING)."""
+    its input name; a missing one gets the missing value (scarfx.models.features.RAW_MISSING)."""
     import numpy as np
 
     kinds, aliases = model.raw_kinds, model.raw_aliases

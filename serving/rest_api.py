@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from models.features import EXAMPLES_INPUT
-from serving import admin, jsonutil, layout, promotion
-from serving.manager import ModelManager, NotFound, NotLoaded, Unavailable
-from serving.modelconfig import ConfigError
-from serving.rest import (
+from scarfx.models.features import EXAMPLES_INPUT
+from scarfx.serving import admin, jsonutil, layout, promotion
+from scarfx.serving.manager import ModelManager, NotFound, NotLoaded, Unavailable
+from scarfx.serving.modelconfig import ConfigError
+from scarfx.serving.rest import (
     HTTPError,
     bad_request,
     clean_tf_message,

@@ -22,12 +22,12 @@ import threading
 import time
 from typing import Any
 
-from serving import layout
-from serving.admin import AdminGate
-from serving.manager import AVAILABLE, ModelManager, NotFound
-from serving.metrics import ServerMetrics
-from serving.modelconfig import ConfigError, config_path
-from serving.rest_api import RestApi
+from scarfx.serving import layout
+from scarfx.serving.admin import AdminGate
+from scarfx.serving.manager import AVAILABLE, ModelManager, NotFound
+from scarfx.serving.metrics import ServerMetrics
+from scarfx.serving.modelconfig import ConfigError, config_path
+from scarfx.serving.rest_api import RestApi
 
 log = logging.getLogger("scarfx.serving")
 
@@ -67,7 +67,7 @@ class ModelServer:
         self.config_file = config_path(self.serving_dir, config_file)
         self.max_body_bytes = int(max_body_bytes)
         self.max_batch_size = int(max_batch_size)
-        self.batching = batching  # serving.batching.BatchingParameters, or None: no server-side batching
+        self.batching = batching  # scarfx.serving.batching.BatchingParameters, or None: no server-side batching
         self.batcher = None
         default_threads = min(32, (os.cpu_count() or 1) + 4)
         if batching is not None:
@@ -111,7 +111,7 @@ class ModelServer:
         --model_config_file): a new entry gets its own manager (polling its base_path), a
         removed one is stopped. `model_name` is always served, from `serving_dir`. An
         unreadable file changes nothing (its error shows in the status)."""
-        from serving.modelconfig import read_config
+        from scarfx.serving.modelconfig import read_config
 
         try:
             config = read_config(self.config_file)
@@ -177,7 +177,7 @@ class ModelServer:
 
     def _start_batcher(self) -> None:
         if self.batching is not None and self.batcher is None:
-            from serving.batching import Batcher
+            from scarfx.serving.batching import Batcher
 
             self.batcher = Batcher(self.batching, self.metrics)
 
@@ -196,7 +196,7 @@ class ModelServer:
     def _start_grpc(self) -> None:
         if self.grpc_port is None:
             return
-        from serving.grpc_server import GrpcServer
+        from scarfx.serving.grpc_server import GrpcServer
 
         self.grpc = GrpcServer(self, self.grpc_port).start()
         self.grpc_port = self.grpc.port

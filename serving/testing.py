@@ -22,7 +22,7 @@ import math
 import os
 import shutil
 
-from models.features import (
+from scarfx.models.features import (
     ASSETS_EXTRA, CLASSIFY_CLASSES, CLASSIFY_INPUT, CLASSIFY_SCORES, CLASSIFY_SIGNATURE, EXAMPLES_INPUT,
     INT64_MISSING, METADATA_FILE, RAW_SIGNATURE, SERVING_SIGNATURE, TRANSFORM_SIGNATURE, WARMUP_FILE,
 )
@@ -57,7 +57,7 @@ def build_model(
 ) -> str:
     """Writes a contract-honouring SavedModel to `export_dir` (which must not exist).
 
-    Without a warm-up file, as TF Serving allows; models.export.write_warmup_requests
+    Without a warm-up file, as TF Serving allows; scarfx.models.export.write_warmup_requests
     adds one in the Trainer's format.
 
     broken: None, or one of

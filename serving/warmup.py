@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from models.features import ASSETS_EXTRA, EXAMPLES_INPUT, MAX_WARMUP_RECORDS, SERVING_SIGNATURE, WARMUP_FILE
+from scarfx.models.features import ASSETS_EXTRA, EXAMPLES_INPUT, MAX_WARMUP_RECORDS, SERVING_SIGNATURE, WARMUP_FILE
 
 
 def warmup_path(saved_model_dir: str) -> str:

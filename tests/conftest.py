@@ -90,7 +90,7 @@ class SpanWorkspace:
 
 
 def taxi_span_workspace(tmp_path, config_text, seed):
-    from pipeline.configs import bundled_taxi_csv
+    from scarfx.pipeline.configs import bundled_taxi_csv
 
     with open(bundled_taxi_csv(), newline="") as f:
         reader = csv.DictReader(f)
@@ -121,7 +121,7 @@ def run_id_of(output):
 
 def run_cli(argv):
     """Runs `scarfx ...` in-process (one TF import for the whole session), capturing stdout."""
-    from pipeline.cli import main
+    from scarfx.pipeline.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
@@ -132,7 +132,7 @@ def run_cli(argv):
 @pytest.fixture(scope="session")
 def taxi_sample(tmp_path_factory):
     """A random sample of the tfx-bundled taxi CSV, plus held-out rows it does not contain."""
-    from pipeline.configs import bundled_taxi_csv
+    from scarfx.pipeline.configs import bundled_taxi_csv
 
     with open(bundled_taxi_csv(), newline="") as f:
         reader = csv.DictReader(f)
@@ -204,7 +204,7 @@ def weak_run(pipeline_run, tmp_path_factory):
     shutil.copyfile(os.path.join(pipeline_run.pipeline_root, "metadata.sqlite"), metadata)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--data", str(data), "--label", "y", "--config", str(config),
+        [sys.executable, "-m", "scarfx.pipeline.cli", "run", "--data", str(data), "--label", "y", "--config", str(config),
          "--pipeline-root", str(root), "--serving-dir", str(serving)],
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         capture_output=True, text=True, env=env, timeout=840,

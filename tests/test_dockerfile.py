@@ -7,7 +7,7 @@ import re
 
 from setuptools import find_packages
 
-from kubeflow import runner as kf
+from scarfx.kubeflow import runner as kf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def test_installs_the_lock_file_then_tfx_without_deps_like_bootstrap():
 
 def test_every_project_package_is_copied_and_the_venv_is_where_the_spec_expects():
     top_level = {p.split(".")[0] for p in find_packages(ROOT, exclude=["tests", "tests.*"])}
-    assert {"pipeline", "components", "models", "kubeflow"} <= top_level
+    assert {"scarfx", "pipeline", "components", "models", "kubeflow"} <= top_level
     for package in top_level:
         assert re.search(rf"^COPY\s+{package}\s", INSTRUCTIONS, re.M), package
     assert re.search(r"^COPY\s+setup\.py\b", INSTRUCTIONS, re.M)
@@ -63,3 +63,12 @@ def test_dockerignore_keeps_local_state_out_but_not_what_is_copied():
     copied = re.findall(r"^COPY\s+(\S+)", INSTRUCTIONS, re.M)
     for source in copied:
         assert source not in ignored and source + "/" not in ignored, source
+
+
+def test_the_sources_are_not_in_the_working_directory():
+    """The source scarfx/ holds only __init__.py: in the directory where KFP starts every
+    component with `python -m` it would shadow the installed package."""
+    workdirs = [(m.start(), m[1]) for m in re.finditer(r"^WORKDIR\s+(\S+)", INSTRUCTIONS, re.M)]
+    (copy_scarfx,) = [m.start() for m in re.finditer(r"^COPY\s+scarfx\s", INSTRUCTIONS, re.M)]
+    sources = [w for at, w in workdirs if at < copy_scarfx][-1]
+    assert workdirs[-1][1] != sources

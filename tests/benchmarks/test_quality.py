@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import quality
+from scarfx.benchmarks import quality
 
 
 def test_scores_binary_multiclass_and_a_class_missing_from_the_test_set():

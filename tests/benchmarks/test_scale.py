@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import scale
+from scarfx.benchmarks import scale
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.drift_gate import (
+from scarfx.components.drift_gate import (
     ACCEPTED_SPAN,
     ACCEPTED_STATISTICS_ID,
     PreviousSpanStatisticsStrategy,
@@ -28,7 +28,7 @@ def _frame(seed, fare_shift=0.0, shares=(0.5, 0.3, 0.2), rows=600):
 def stats():
     import tensorflow_data_validation as tfdv
 
-    from pipeline.pipeline import QUANTILE_BUCKETS
+    from scarfx.pipeline.pipeline import QUANTILE_BUCKETS
 
     options = tfdv.StatsOptions(num_quantiles_histogram_buckets=QUANTILE_BUCKETS)  # as StatisticsGen runs
 
@@ -84,8 +84,8 @@ def test_skipped_columns_are_never_compared(stats, schema):
 
 
 def test_every_comparison_is_measured_with_the_number_and_threshold_the_gate_used(stats, schema):
-    from components import drift_gate
-    from components.drift_gate import drift_lines, measure_drift, numeric_jsd
+    from scarfx.components import drift_gate
+    from scarfx.components.drift_gate import drift_lines, measure_drift, numeric_jsd
 
     measures = {m.feature: m for m in measure_drift(stats["fare_moved"], stats["base"], schema, 0.3, JSD)}
     assert set(measures) == {"company", "fare", "hour", "tips"}
@@ -161,7 +161,7 @@ def test_baseline_is_the_newest_accepted_earlier_span():
 
 
 def test_span_is_read_where_csv_example_gen_records_it():
-    from components.drift_gate import artifact_span
+    from scarfx.components.drift_gate import artifact_span
 
     assert artifact_span(_Artifact(1, span=7)) == 7
 
@@ -169,8 +169,8 @@ def test_span_is_read_where_csv_example_gen_records_it():
 def test_frozen_schema_sets_comparators_and_domain_floor_only_where_they_apply(stats, schema):
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from pipeline.configs import PipelineConfig, ValidationSettings
-    from pipeline.schema_freeze import frozen_schema
+    from scarfx.pipeline.configs import PipelineConfig, ValidationSettings
+    from scarfx.pipeline.schema_freeze import frozen_schema
 
     cfg = PipelineConfig(label="company", drop_columns=["tips"],
                          validation=ValidationSettings(categorical_linf=0.2, numeric_jsd=0.3, min_domain_mass=0.95))
@@ -187,7 +187,7 @@ def test_frozen_schema_sets_comparators_and_domain_floor_only_where_they_apply(s
 
 
 def test_next_versioned_path_never_reuses_a_version(tmp_path):
-    from pipeline.schema_freeze import next_versioned_path
+    from scarfx.pipeline.schema_freeze import next_versioned_path
 
     assert next_versioned_path(str(tmp_path / "none")) == str(tmp_path / "none" / "schema_v1.pbtxt")
     (tmp_path / "schema_v1.pbtxt").write_text("")
@@ -203,8 +203,8 @@ def test_schema_freeze_without_a_run_is_a_clear_error(tmp_path):
 
 
 def test_pipeline_uses_import_schema_gen_and_drift_gate_from_config(tmp_path):
-    from pipeline.configs import ConfigError, PipelineConfig, ValidationSettings
-    from pipeline.pipeline import create_pipeline
+    from scarfx.pipeline.configs import ConfigError, PipelineConfig, ValidationSettings
+    from scarfx.pipeline.pipeline import create_pipeline
 
     schema_file = tmp_path / "schema_v1.pbtxt"
     schema_file.write_text('feature { name: "x" type: FLOAT }\n')

@@ -13,8 +13,8 @@ from tests.conftest import run_cli, run_id_of, version_dirs
 
 @pytest.mark.e2e
 def test_two_pipelines_sharing_one_store_each_print_their_own_verdict(pipeline_run, weak_run):
-    from components.evaluation import load_verdict
-    from components.metadata import connect, run_ids, run_outcome
+    from scarfx.components.evaluation import load_verdict
+    from scarfx.components.metadata import connect, run_ids, run_outcome
 
     assert pipeline_run.exit_code == 0, pipeline_run.output
     weak_output = weak_run.result.stdout

@@ -101,7 +101,7 @@ def test_report_renders_in_headless_chromium(pipeline_run, chromium, tmp_path):
 
 
 def test_drift_section_shows_the_gates_numbers_and_thresholds():
-    from components import report
+    from scarfx.components import report
 
     rows = [{"feature": "payment_type", "measure": "L-infinity distance", "value": 0.02, "threshold": 0.15},
             {"feature": "fare", "measure": "Jensen-Shannon divergence", "value": 0.12, "threshold": 0.15}]
@@ -118,7 +118,7 @@ def test_drift_section_shows_the_gates_numbers_and_thresholds():
 
 
 def test_training_section_shows_the_encodings_and_ensembling_used():
-    from components import report
+    from scarfx.components import report
 
     training = {
         "config": {"numeric_bins": 8, "missing_indicators": False, "ensemble_size": 5, "self_training_rounds": 2,
@@ -159,7 +159,7 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
 
 
 def test_columns_section_lists_every_columns_role_why_and_serving_name():
-    from components import report
+    from scarfx.components import report
 
     roles = [{"column": "y", "role": "label", "why": ""},
              {"column": "trip miles", "role": "numeric", "why": ""},

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from pipeline import beam_args
+from scarfx.pipeline import beam_args
 from tests.conftest import run_cli
 
 IMAGE = "registry.example.com/ml/scarfx:test-1"

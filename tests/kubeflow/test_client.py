@@ -11,8 +11,8 @@ import urllib.parse
 
 import pytest
 
-from kubeflow.runner import kfp_cron
-from pipeline.configs import ConfigError
+from scarfx.kubeflow.runner import kfp_cron
+from scarfx.pipeline.configs import ConfigError
 from tests.conftest import run_cli
 
 

@@ -9,8 +9,8 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from kubeflow import runner as kf
-from pipeline.configs import TAXI_CSV_IN_TFX, ConfigError, bundled_taxi_csv, config_from_dict
+from scarfx.kubeflow import runner as kf
+from scarfx.pipeline.configs import TAXI_CSV_IN_TFX, ConfigError, bundled_taxi_csv, config_from_dict
 from tests.conftest import run_cli
 from tests.kubeflow.conftest import BEAM_ARGS, IMAGE, PIPELINE_ROOT, load
 
@@ -44,7 +44,7 @@ def test_yaml_is_the_json_spec_and_kfp_loads_it(compiled):
 
 
 def test_every_component_the_image_and_the_beam_args(compiled):
-    from pipeline.pipeline import create_pipeline
+    from scarfx.pipeline.pipeline import create_pipeline
 
     cfg = kf.kubeflow_config(config_from_dict({}), pipeline_root=PIPELINE_ROOT)
     expected = [c.id for c in create_pipeline(cfg, binary=True, kubeflow_v2=True).components]
@@ -62,8 +62,8 @@ def test_every_component_the_image_and_the_beam_args(compiled):
 
 def test_paths_resolve_inside_the_image(compiled):
     tasks = compiled.job["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert _param(tasks["Transform"], "preprocessing_fn") == "models.preprocessing.preprocessing_fn"
-    assert _param(tasks["Trainer"], "run_fn") == "models.trainer.run_fn"
+    assert _param(tasks["Transform"], "preprocessing_fn") == "scarfx.models.preprocessing.preprocessing_fn"
+    assert _param(tasks["Trainer"], "run_fn") == "scarfx.models.trainer.run_fn"
     assert _param(tasks["CsvExampleGen"], "input_base") == os.path.dirname(kf.IMAGE_TAXI_CSV)
     # The image's copy of the taxi CSV sits where this machine's tfx keeps it.
     assert bundled_taxi_csv().endswith(os.path.join("site-packages", "tfx", TAXI_CSV_IN_TFX))

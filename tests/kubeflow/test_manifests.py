@@ -10,12 +10,12 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from kubeflow import runner as kf
-from pipeline.configs import PipelineConfig
-from serving.cli import DEFAULT_MODEL_NAME
-from serving.layout import READY_FILE
-from serving.modelconfig import CONFIG_FILE, config_path, parse_config, read_policy, set_policy
-from serving.promotion import AUDIT_FILE, STABLE, promote, rollback
+from scarfx.kubeflow import runner as kf
+from scarfx.pipeline.configs import PipelineConfig
+from scarfx.serving.cli import DEFAULT_MODEL_NAME
+from scarfx.serving.layout import READY_FILE
+from scarfx.serving.modelconfig import CONFIG_FILE, config_path, parse_config, read_policy, set_policy
+from scarfx.serving.promotion import AUDIT_FILE, STABLE, promote, rollback
 
 MANIFESTS = os.path.join(os.path.dirname(kf.__file__), "manifests")
 MODEL_NAME = PipelineConfig().pipeline_name  # what the Trainer exports as, and `scarfx serve` serves

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from models import attributions
-from models.network import build_classifier, build_encoder
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout
+from scarfx.models import attributions
+from scarfx.models.network import build_classifier, build_encoder
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.tabular_data import FeatureLayout
 
 ROWS = 600
 LAYOUT = FeatureLayout(

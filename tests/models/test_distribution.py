@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from models.distribution import is_chief, make_strategy
+from scarfx.models.distribution import is_chief, make_strategy
 
 WORKER_TIMEOUT_S = 300
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_multi_worker_without_tf_config_and_unknown_distributions_are_refused(mo
 
 
 def _table(n=384, seed=0):
-    from models.tabular_data import FeatureLayout, TabularData
+    from scarfx.models.tabular_data import FeatureLayout, TabularData
 
     rng = np.random.default_rng(seed)
     numeric = rng.normal(size=(n, 3)).astype(np.float32)
@@ -54,8 +54,8 @@ def _table(n=384, seed=0):
 
 
 def _train(out: str, distribution: str) -> None:
-    from models.scarf import train_scarf_classifier
-    from models.scarf_config import ScarfConfig
+    from scarfx.models.scarf import train_scarf_classifier
+    from scarfx.models.scarf_config import ScarfConfig
 
     data, layout = _table()
     config = ScarfConfig(encoder_depth=2, encoder_width=32, head_depth=1, head_width=32, batch_size=64,

@@ -13,10 +13,10 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-from models import export
-from models.preprocessing import preprocessing_fn
-from models.network import average_classifiers, build_classifier, build_encoder
-from models.scarf_config import ScarfConfig
+from scarfx.models import export
+from scarfx.models.preprocessing import preprocessing_fn
+from scarfx.models.network import average_classifiers, build_classifier, build_encoder
+from scarfx.models.scarf_config import ScarfConfig
 from tests.models.test_preprocessing import QUANTILE, RAW_SPEC, _numeric_rows, raw_example
 
 TINY = ScarfConfig(encoder_depth=1, encoder_width=16)
@@ -102,7 +102,7 @@ def test_raw_and_classification_signatures_take_what_tf_serving_feeds(exported):
     serving_default scores the same rows as tf.Examples (missing cells included)."""
     from tensorflow.core.framework import types_pb2
 
-    from models import features
+    from scarfx.models import features
 
     path, classifier, output, layout, rows = exported
     defs = _signature_defs(path)
@@ -182,7 +182,7 @@ def test_raw_input_names_are_the_names_the_saved_signature_has(tmp_path):
 def test_warmup_file_covers_every_signature_with_the_same_rows(exported, tmp_path):
     """The Trainer's warm-up file, as TF Serving replays it: serving_default, classification
     (a ClassifyLog) and predict_raw, each answering the same rows with the same scores."""
-    from serving.warmup import read_warmup_requests
+    from scarfx.serving.warmup import read_warmup_requests
 
     path, _, output, _, _ = exported
     requests = export.warmup_requests(output, ["n", "s", "x"])

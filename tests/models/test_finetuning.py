@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.corruption import FeatureBank, augment_with_corruption
-from models.finetuning import EncoderScaledAdamW, _finetune_optimizer, _monitor, fine_tune, pseudo_labels
-from models.network import average_classifiers, build_classifier, build_encoder, embedding_dim
-from models.scarf import train_scarf_classifier
-from models.scarf_config import ScarfConfig
-from models.sources import fine_tuning_splits, stratified_folds
-from models.tabular_data import FeatureLayout, TabularData
-from models.training import BestEpochStopping
+from scarfx.models.corruption import FeatureBank, augment_with_corruption
+from scarfx.models.finetuning import EncoderScaledAdamW, _finetune_optimizer, _monitor, fine_tune, pseudo_labels
+from scarfx.models.network import average_classifiers, build_classifier, build_encoder, embedding_dim
+from scarfx.models.scarf import train_scarf_classifier
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.sources import fine_tuning_splits, stratified_folds
+from scarfx.models.tabular_data import FeatureLayout, TabularData
+from scarfx.models.training import BestEpochStopping
 
 TINY = ScarfConfig(encoder_depth=1, encoder_width=16, head_depth=1, head_width=16, batch_size=64,
                    pretrain_epochs=2, finetune_epochs=8, min_steps_per_epoch=4, seed=2)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.labels import hide_labels
+from scarfx.models.labels import hide_labels
 
 
 def test_keeps_a_stratified_fraction_and_every_class():

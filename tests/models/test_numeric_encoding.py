@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from models.numeric_encoding import EDGE_LIMIT, NumericEncoding, ple_edges
+from scarfx.models.numeric_encoding import EDGE_LIMIT, NumericEncoding, ple_edges
 
 NAN = float("nan")
 

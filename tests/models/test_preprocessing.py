@@ -9,8 +9,8 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from models import features
-from models.preprocessing import preprocessing_fn
+from scarfx.models import features
+from scarfx.models.preprocessing import preprocessing_fn
 
 RAW_SPEC = {
     "x": tf.io.VarLenFeature(tf.float32),  # may be missing
@@ -89,7 +89,7 @@ def test_z_scores_are_clipped(out):
 
 
 def test_empirical_cdf_interpolates_and_gives_ties_the_middle_of_their_levels():
-    from models.preprocessing import empirical_cdf
+    from scarfx.models.preprocessing import empirical_cdf
 
     knots = tf.constant([[0.0, 0.0, 0.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
     values = tf.constant([[0.0, 1.0], [1.0, 2.5], [float("nan"), 6.0], [0.5, -1.0]])
@@ -193,7 +193,7 @@ def test_strings_and_labels_are_stripped_and_na_tokens_are_missing():
 def test_datetime_parts_match_pythons_calendar():
     import datetime
 
-    from models.preprocessing import datetime_parts
+    from scarfx.models.preprocessing import datetime_parts
 
     stamps = ["2024-02-29", "2024-03-15T18:30:00Z", "1999-12-31 23:59:59.5+01:00", "2023-01-01T00:05"]
     parts = {k: v.numpy() for k, v in datetime_parts(tf.constant([*stamps, "", "soon", "2024-13-01"])).items()}

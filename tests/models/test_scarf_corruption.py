@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from models.corruption import (
+from scarfx.models.corruption import (
     FeatureBank,
     FeatureCorruption,
     build_feature_bank,
@@ -21,7 +21,7 @@ from models.corruption import (
     corruption_count,
     sample_corruption_mask,
 )
-from models.tabular_data import TabularData
+from scarfx.models.tabular_data import TabularData
 
 N = 20_000
 RATE = 0.6

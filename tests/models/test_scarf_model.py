@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.contrastive import ScarfPretrainer, info_nce_loss
-from models.corruption import FeatureCorruption, build_feature_bank
-from models.network import L2Normalize, TabularEmbedding, build_encoder, build_projection_head, embedding_dim
-from models.pretraining import make_fixed_validation_pairs
-from models.scarf import train_scarf_classifier
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout, TabularData
-from models.training import BestEpochStopping
+from scarfx.models.contrastive import ScarfPretrainer, info_nce_loss
+from scarfx.models.corruption import FeatureCorruption, build_feature_bank
+from scarfx.models.network import L2Normalize, TabularEmbedding, build_encoder, build_projection_head, embedding_dim
+from scarfx.models.pretraining import make_fixed_validation_pairs
+from scarfx.models.scarf import train_scarf_classifier
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.tabular_data import FeatureLayout, TabularData
+from scarfx.models.training import BestEpochStopping
 
 SMALL = ScarfConfig(encoder_depth=2, encoder_width=32, head_width=32, batch_size=64, pretrain_epochs=3,
                     finetune_epochs=15, seed=1)

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.labels import hide_labels_in_stream
-from models.network import build_encoder
-from models.finetuning import fine_tune
-from models.pretraining import pretrain
-from models.scarf import train_scarf_classifier
-from models.scarf_config import ScarfConfig
-from models.sources import InMemoryTable, StreamedTable
-from models.tabular_data import FeatureLayout, TabularData
+from scarfx.models.labels import hide_labels_in_stream
+from scarfx.models.network import build_encoder
+from scarfx.models.finetuning import fine_tune
+from scarfx.models.pretraining import pretrain
+from scarfx.models.scarf import train_scarf_classifier
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.sources import InMemoryTable, StreamedTable
+from scarfx.models.tabular_data import FeatureLayout, TabularData
 
 LAYOUT = FeatureLayout(("a", "b"), ("c",), (4,))
 TINY = ScarfConfig(encoder_depth=1, encoder_width=16, head_depth=1, head_width=16, batch_size=32, pretrain_epochs=1,

@@ -1,7 +1,7 @@
 """run_fn's glue: the ScarfConfig a Trainer run trains with."""
 from tfx import v1 as tfx
 
-from models.trainer import scarf_config
+from scarfx.models.trainer import scarf_config
 
 
 def test_train_and_eval_steps_set_the_epoch_lengths_when_given():

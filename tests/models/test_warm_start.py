@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from models.network import build_encoder, embedding_dim
-from models.scarf import train_scarf_classifier
-from models.scarf_config import ScarfConfig
-from models.tabular_data import FeatureLayout, TabularData
-from models.warm_start import EncoderCheckpoint, transfer_encoder_weights, warm_start_encoder
+from scarfx.models.network import build_encoder, embedding_dim
+from scarfx.models.scarf import train_scarf_classifier
+from scarfx.models.scarf_config import ScarfConfig
+from scarfx.models.tabular_data import FeatureLayout, TabularData
+from scarfx.models.warm_start import EncoderCheckpoint, transfer_encoder_weights, warm_start_encoder
 
 # learning_rate 0: training leaves the weights where they started, so the test can see
 # which weights that was.
@@ -135,7 +135,7 @@ def test_a_different_encoder_shape_is_refused():
 
 
 def test_trainer_finds_the_base_models_encoder_and_its_vocabularies(tmp_path):
-    from models.trainer import ENCODER_LAYOUT_FILE, ENCODER_WEIGHTS_FILE, encoder_signature, warm_start_checkpoint
+    from scarfx.models.trainer import ENCODER_LAYOUT_FILE, ENCODER_WEIGHTS_FILE, encoder_signature, warm_start_checkpoint
 
     model_dir = tmp_path / "Model" / "7"
     serving = model_dir / "Format-Serving"

@@ -20,9 +20,9 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
-from pipeline import beam_args
-from pipeline.beam_args import BeamArgsError
-from pipeline.configs import ConfigError, PipelineConfig, config_from_dict
+from scarfx.pipeline import beam_args
+from scarfx.pipeline.beam_args import BeamArgsError
+from scarfx.pipeline.configs import ConfigError, PipelineConfig, config_from_dict
 
 
 def _options(args: list[str]) -> PipelineOptions:
@@ -125,7 +125,7 @@ def test_bad_runner_settings():
 
 
 def test_cli_flags_choose_the_runner():
-    from pipeline.cli import build_parser, config_from_args
+    from scarfx.pipeline.cli import build_parser, config_from_args
 
     args = build_parser().parse_args(["run", "--data", "x.csv", "--label", "y", "--runner", "beam",
                                       "--direct-workers", "2"])
@@ -137,7 +137,7 @@ def test_cli_flags_choose_the_runner():
 
 def test_make_runner_refuses_unknown_runners():
     # The two real runners are built and run in test_beam_runner.py (importing TFX costs ~15 s).
-    from pipeline.runner import make_runner
+    from scarfx.pipeline.runner import make_runner
 
     with pytest.raises(ConfigError, match="runner must be one of"):
         make_runner("airflow")
@@ -152,7 +152,7 @@ def test_local_portable_points_the_portable_runner_at_an_external_worker_pool():
 
 
 def test_beam_engine_portable_sets_its_own_args():
-    from pipeline.cli import build_parser, config_from_args
+    from scarfx.pipeline.cli import build_parser, config_from_args
 
     cfg = config_from_args(build_parser().parse_args(["run", "--data", "x.csv", "--label", "y",
                                                       "--beam", "portable"])).resolved()

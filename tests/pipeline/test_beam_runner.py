@@ -26,9 +26,9 @@ def test_beam_dag_runner_runs_example_gen_in_a_worker_process(tmp_path):
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    from pipeline.configs import bundled_taxi_csv, config_from_dict
-    from pipeline.pipeline import csv_input
-    from pipeline.runner import compile_with_run_id, make_runner
+    from scarfx.pipeline.configs import bundled_taxi_csv, config_from_dict
+    from scarfx.pipeline.pipeline import csv_input
+    from scarfx.pipeline.runner import compile_with_run_id, make_runner
 
     with open(bundled_taxi_csv(), newline="") as f:
         rows = list(csv.reader(f))[: ROWS + 1]

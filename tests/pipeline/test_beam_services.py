@@ -89,9 +89,9 @@ def test_portable_args_are_environment_placeholders_so_cache_keys_ignore_the_por
     from tfx.orchestration.portable import beam_executor_operator, data_types
     from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
 
-    from pipeline.beam_services import JOB_ENDPOINT_ENV, WORKER_POOL_ENV
-    from pipeline.configs import config_from_dict
-    from pipeline.pipeline import create_pipeline
+    from scarfx.pipeline.beam_services import JOB_ENDPOINT_ENV, WORKER_POOL_ENV
+    from scarfx.pipeline.configs import config_from_dict
+    from scarfx.pipeline.pipeline import create_pipeline
 
     cfg = config_from_dict({"data": str(tmp_path / "x.csv"), "label": "y", "beam_engine": "portable",
                             "pipeline_root": str(tmp_path / "root")}).resolved()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from pipeline.logs import is_native_log_line
+from scarfx.pipeline.logs import is_native_log_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -45,7 +45,7 @@ def test_the_filter_drops_native_lines_on_fd_2_including_child_processes():
     result = _python(
         """
         import os, subprocess, sys
-        from pipeline.logs import NativeStderrFilter
+        from scarfx.pipeline.logs import NativeStderrFilter
         f = NativeStderrFilter()
         lines = sys.argv[1].encode().split(b"|")
         os.write(2, b"\\n".join(lines[:4]) + b"\\n")  # C++ writes go straight to the descriptor
@@ -81,7 +81,7 @@ def test_the_command_line_skips_module_teardown_but_runs_atexit_and_keeps_the_ex
         sys.argv = ["scarfx", *sys.argv[1:]]
         if sys.argv[1] == "plain":
             sys.exit(0)
-        from pipeline.cli import main
+        from scarfx.pipeline.cli import main
         main()
         """
     plain = _python(code, "plain")

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.configs import ConfigError, PipelineConfig, config_from_dict, load_config
+from scarfx.pipeline.configs import ConfigError, PipelineConfig, config_from_dict, load_config
 
 
 def test_demo_defaults_point_at_the_taxi_csv_inside_tfx():

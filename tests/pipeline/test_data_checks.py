@@ -1,7 +1,7 @@
 """Bad inputs end in one clear InputDataError before any component runs."""
 import pytest
 
-from pipeline.data_checks import InputDataError, inspect_csv_input
+from scarfx.pipeline.data_checks import InputDataError, inspect_csv_input
 
 
 def write(tmp_path, text, name="d.csv"):
@@ -71,7 +71,7 @@ def test_dialects_tfx_misreads_are_normalised_into_a_content_addressed_copy(tmp_
 
     from tfx.utils.io_utils import load_csv_column_names
 
-    from pipeline.data_checks import stage_normalised_copy
+    from scarfx.pipeline.data_checks import stage_normalised_copy
 
     original = b'\xef\xbb\xbf"fare","company","y"\r\n1.5,"Flash\r\nCab",0\r\n2.5,"Blue, Inc",1\r\n3.0,x,1\r\n'
     path = write(tmp_path, original)
@@ -100,7 +100,7 @@ def test_dialects_tfx_misreads_are_normalised_into_a_content_addressed_copy(tmp_
 def test_other_delimiters_are_rewritten_as_commas_in_the_staged_copy(tmp_path, delimiter, name):
     from tfx.utils.io_utils import load_csv_column_names
 
-    from pipeline.data_checks import stage_normalised_copy
+    from scarfx.pipeline.data_checks import stage_normalised_copy
 
     d = delimiter
     text = f"fare{d}company{d}y\n1.5{d}Flash, Cab{d}0\n2.5{d}{d}1\n3.5{d}Blue{d}NA\n"
@@ -131,7 +131,7 @@ def test_excel_export_with_bom_crlf_quoted_header_and_multiline_cells_trains_pus
     import os
     import random
 
-    from components.metadata import run_outcome
+    from scarfx.components.metadata import run_outcome
     from tests.conftest import run_cli, run_id_of
 
     rnd = random.Random(3)
@@ -188,7 +188,7 @@ def _real_world_csv(path, rows=300, seed=5):
 
 @pytest.mark.parametrize("token", [*NA_TOKENS, " NA ", ""])
 def test_each_na_token_in_a_numeric_column_is_missing_and_blanked_in_the_staged_copy(tmp_path, token):
-    from pipeline.data_checks import stage_normalised_copy
+    from scarfx.pipeline.data_checks import stage_normalised_copy
 
     rows = [f"{i}.5,{i % 2}" for i in range(24)]
     rows[3] = f"{token},1"
@@ -275,7 +275,7 @@ def test_nothing_left_after_drops_is_refused_with_the_reasons(tmp_path):
 
 
 def test_config_keys_for_columns_and_missing_values(tmp_path):
-    from pipeline.configs import ConfigError, DEFAULT_NA_VALUES, config_from_dict
+    from scarfx.pipeline.configs import ConfigError, DEFAULT_NA_VALUES, config_from_dict
 
     base = {"data": __file__, "label": "y"}
     cfg = config_from_dict(base).resolved()
@@ -296,9 +296,9 @@ def test_real_world_columns_train_and_serve_raw_requests_with_the_original_names
     import json
     import os
 
-    from models.features import RAW_SIGNATURE
-    from serving.model import LoadedModel
-    from serving.rest import raw_columns
+    from scarfx.models.features import RAW_SIGNATURE
+    from scarfx.serving.model import LoadedModel
+    from scarfx.serving.rest import raw_columns
     from tests.conftest import run_cli
 
     data = _real_world_csv(tmp_path / "export.csv")

@@ -28,7 +28,7 @@ validation:
 
 def _executions(metadata_path, node_id):
     """Executions of one pipeline node, oldest first (node contexts are named '<pipeline>.<node id>')."""
-    from components.metadata import connect
+    from scarfx.components.metadata import connect
 
     store = connect(metadata_path)
     context = store.get_context_by_type_and_name("node", f"scarfx.{node_id}")

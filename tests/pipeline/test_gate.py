@@ -3,8 +3,8 @@ and a binary label's AUC must beat chance, whatever the absolute floors say."""
 import numpy as np
 import pytest
 
-from components import trivial_baseline as tb
-from pipeline.configs import ConfigError, PipelineConfig, config_from_dict
+from scarfx.components import trivial_baseline as tb
+from scarfx.pipeline.configs import ConfigError, PipelineConfig, config_from_dict
 
 
 def _accumulate(labels, predicted, weights=None):
@@ -53,7 +53,7 @@ def _analyze(tmp_path, cfg, labels, probabilities, binary):
     import pandas as pd
     import tensorflow_model_analysis as tfma
 
-    from pipeline.pipeline import eval_config
+    from scarfx.pipeline.pipeline import eval_config
 
     config = eval_config(cfg, binary=binary)
     for spec in config.metrics_specs:

@@ -14,9 +14,9 @@ from tests.pipeline.conftest import SPAN_ROWS
 
 @pytest.mark.e2e
 def test_retrain_on_new_span_gates_push_and_rerun_is_fully_cached(first_span):
-    from components.metadata import run_outcome
-    from pipeline.lineage import model_lineage
-    from serving.promotion import served_version
+    from scarfx.components.metadata import run_outcome
+    from scarfx.pipeline.lineage import model_lineage
+    from scarfx.serving.promotion import served_version
 
     w = first_span.take()
     header, rows, data, root, serving, metadata = w.header, w.rows, w.data, w.root, w.serving, w.metadata

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from pipeline import spans
-from pipeline.configs import ConfigError, PipelineConfig, config_from_dict
-from pipeline.data_checks import inspect_csv_input
+from scarfx.pipeline import spans
+from scarfx.pipeline.configs import ConfigError, PipelineConfig, config_from_dict
+from scarfx.pipeline.data_checks import inspect_csv_input
 from tests.conftest import run_cli
 
 HEADER = "x,label\n"
@@ -52,7 +52,7 @@ def test_cli_reports_empty_span_dir_and_missing_lineage(tmp_path):
 
 
 def test_pipeline_wires_span_input_window_and_warm_start(tmp_path):
-    from pipeline.pipeline import create_pipeline
+    from scarfx.pipeline.pipeline import create_pipeline
 
     _span(tmp_path / "data", 1)
     cfg = config_from_dict(

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from pipeline.data_checks import MAX_CELL_CHARS, InputDataError, inspect_csv_input
+from scarfx.pipeline.data_checks import MAX_CELL_CHARS, InputDataError, inspect_csv_input
 from tests.conftest import run_cli
 from tests.serving.helpers import MODEL, push
 
@@ -96,7 +96,7 @@ def test_cli_exits_2_with_one_line_and_pushes_nothing(tmp_path, case):
 
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
-    from serving.server import ModelServer
+    from scarfx.serving.server import ModelServer
 
     d = tmp_path_factory.mktemp("reliability") / "serving_model"
     d.mkdir()

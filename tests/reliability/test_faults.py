@@ -1,7 +1,7 @@
 """Faults injected into real processes: killed and starved pushes, concurrent pushes.
 
 Pushes go through TFX's own Pusher executor (tests/reliability/push_worker.py) or, where the
-test must stop a push at an exact point, through `serving.testing.push`, which copies in the
+test must stop a push at an exact point, through `scarfx.serving.testing.push`, which copies in the
 Pusher's order (everything but saved_model.pb first). A real server watches the serving dir.
 """
 import filecmp
@@ -53,7 +53,7 @@ def test_push_killed_midway_is_never_served(models, serving_dir, start_server, c
     server = start_server(serving_dir)
     client = client_for(server)
     dest = os.path.join(serving_dir, "2")
-    code = f"from serving.testing import push; push({models.get(2)!r}, {serving_dir!r}, 2, pause=120)"
+    code = f"from scarfx.serving.testing import push; push({models.get(2)!r}, {serving_dir!r}, 2, pause=120)"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     try:
         assert wait_until(lambda: os.path.exists(os.path.join(dest, "assets.extra", "scarfx_metadata.json")), 30)

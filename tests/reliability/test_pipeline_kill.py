@@ -28,7 +28,7 @@ CONFIG = "drop_columns: [tips]\nscarf:\n  pretrain_epochs: 1\n  finetune_epochs:
 def test_killed_run_resumes_with_cached_components_and_consistent_metadata(pipeline_run, tmp_path):
     from ml_metadata.proto import metadata_store_pb2
 
-    from components.metadata import connect, run_context, run_ids
+    from scarfx.components.metadata import connect, run_context, run_ids
 
     assert pipeline_run.exit_code == 0, pipeline_run.output
     root, serving = tmp_path / "root", tmp_path / "serving"
@@ -40,7 +40,7 @@ def test_killed_run_resumes_with_cached_components_and_consistent_metadata(pipel
             "--pipeline-root", str(root), "--serving-dir", str(serving)]
 
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "scarfx.pipeline.cli", *argv], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 400

@@ -11,8 +11,8 @@ import inspect
 import ipaddress
 import os
 
-from serving.cli import add_serve_arguments
-from serving.server import ModelServer
+from scarfx.serving.cli import add_serve_arguments
+from scarfx.serving.server import ModelServer
 
 SERVING = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "serving")
 # Modules that turn bytes into live Python objects; request data must never reach them.

@@ -5,7 +5,7 @@ because on a shared 2-core CI machine the client threads themselves can be starv
 """
 import pytest
 
-from benchmarks.soak import soak, verdict
+from scarfx.benchmarks.soak import soak, verdict
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -29,7 +29,7 @@ def serving_dir(tmp_path):
 @pytest.fixture
 def start_server():
     """start_server(serving_dir, **ModelServer kwargs) -> a started ModelServer (stopped after the test)."""
-    from serving.server import ModelServer
+    from scarfx.serving.server import ModelServer
 
     started = []
 

@@ -18,7 +18,7 @@ class ModelTemplates:
         self._lock = threading.Lock()
 
     def get(self, variant: int = 1, broken: str | None = None, warmup: bool = False, **kw) -> str:
-        from serving.testing import build_model
+        from scarfx.serving.testing import build_model
 
         key = (variant, broken, warmup, tuple(sorted(kw.items())))
         with self._lock:
@@ -26,9 +26,9 @@ class ModelTemplates:
                 path = os.path.join(self.root, f"m{len(self._built)}_v{variant}_{broken or 'ok'}")
                 build_model(path, variant=variant, broken=broken, **kw)
                 if warmup:  # in the Trainer's format, by the Trainer's writer
-                    from models.export import write_warmup_requests
-                    from serving.examples import serialize_features
-                    from serving.testing import DEFAULT_FEATURES
+                    from scarfx.models.export import write_warmup_requests
+                    from scarfx.serving.examples import serialize_features
+                    from scarfx.serving.testing import DEFAULT_FEATURES
 
                     ex = serialize_features({"fare": 3.5, "company": "Flash Cab"}, DEFAULT_FEATURES)
                     write_warmup_requests(path, [[ex], [ex] * 8], kw.get("model_name", MODEL))
@@ -37,7 +37,7 @@ class ModelTemplates:
 
 
 def push(models: ModelTemplates, serving_dir: str, version: int, variant: int = 1, **kw) -> str:
-    from serving.testing import push as push_dir
+    from scarfx.serving.testing import push as push_dir
 
     return push_dir(models.get(variant, **kw), serving_dir, version)
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from serving.examples import serialize_features
-from serving.testing import DEFAULT_FEATURES, expected_probabilities
+from scarfx.serving.examples import serialize_features
+from scarfx.serving.testing import DEFAULT_FEATURES, expected_probabilities
 from tests.serving.helpers import MODEL, push
 
 pytestmark = pytest.mark.timeout(120)
@@ -20,7 +20,7 @@ def api(models, tmp_path_factory):
     """One server for the module, version 7 (variant 3), small limits to test them cheaply."""
     import httpx
 
-    from serving.server import ModelServer
+    from scarfx.serving.server import ModelServer
 
     d = str(tmp_path_factory.mktemp("api") / "serving_model")
     import os

@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.batching import Batcher, BatchingParameters, QueueFull, parse_parameters
-from serving.testing import expected_probabilities
+from scarfx.serving.batching import Batcher, BatchingParameters, QueueFull, parse_parameters
+from scarfx.serving.testing import expected_probabilities
 from tests.serving.helpers import MODEL, push, wait_until
 
 pytestmark = pytest.mark.timeout(120)

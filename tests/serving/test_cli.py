@@ -30,7 +30,7 @@ def test_serve_process(models, serving_dir, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     proc = subprocess.Popen(
         # TF Serving's flags (--port is gRPC, as there), plus scarfx's own.
-        [sys.executable, "-m", "pipeline.cli", "serve", f"--model_base_path={serving_dir}", f"--model_name={MODEL}",
+        [sys.executable, "-m", "scarfx.pipeline.cli", "serve", f"--model_base_path={serving_dir}", f"--model_name={MODEL}",
          f"--port={grpc_port}", f"--rest_api_port={port}", "--enable_batching", "--poll-interval", "0.2",
          "--admin-token-file", str(token_file)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -79,7 +79,7 @@ def test_serve_process(models, serving_dir, tmp_path):
 def test_serve_rejects_a_missing_dir(tmp_path, capsys):
     import argparse
 
-    from serving.cli import add_serve_arguments, run_serve
+    from scarfx.serving.cli import add_serve_arguments, run_serve
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)

@@ -1,7 +1,7 @@
 """Raw JSON features -> tf.Example bytes, checked against TensorFlow's own proto."""
 import pytest
 
-from serving.examples import (
+from scarfx.serving.examples import (
     FeatureError,
     MetadataError,
     check_features,

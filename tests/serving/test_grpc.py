@@ -18,10 +18,10 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from models.features import INT64_MISSING
-from serving.examples import serialize_features
-from serving.testing import DEFAULT_FEATURES, expected_probabilities
-from serving.testing import push as push_dir
+from scarfx.models.features import INT64_MISSING
+from scarfx.serving.examples import serialize_features
+from scarfx.serving.testing import DEFAULT_FEATURES, expected_probabilities
+from scarfx.serving.testing import push as push_dir
 from tests.serving.helpers import MODEL, push, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,7 +38,7 @@ def served(models, tmp_path_factory):
     server for the module, REST and gRPC on free loopback ports, small limits."""
     import httpx
 
-    from serving.server import ModelServer
+    from scarfx.serving.server import ModelServer
 
     d = str(tmp_path_factory.mktemp("grpc") / "serving_model")
     os.makedirs(d)
@@ -310,8 +310,8 @@ def test_reload_config_needs_the_admin_token_and_pins(models, serving_dir, start
 
 def test_reload_config_refused_without_token_off_loopback():
     """Bound to a non-loopback address without a token: the reload RPC is disabled."""
-    from serving.admin import AdminGate
-    from serving.grpc_server import GrpcApi
+    from scarfx.serving.admin import AdminGate
+    from scarfx.serving.grpc_server import GrpcApi
 
     class Context:
         def invocation_metadata(self):

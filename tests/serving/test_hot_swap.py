@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from serving.testing import expected_probabilities
-from serving.testing import push as push_dir
+from scarfx.serving.testing import expected_probabilities
+from scarfx.serving.testing import push as push_dir
 from tests.serving.helpers import MODEL, push, push_corrupt, wait_until
 
 pytestmark = pytest.mark.timeout(150)
@@ -239,7 +239,7 @@ def test_swap_to_pins_until_cleared(models, serving_dir, start_server, client_fo
     assert wait_until(lambda: server.manager.ticks >= ticks + 3, 10)
     assert server.manager.serving_version == 1  # the poller honours the override
     assert "override" in client.get("/scarfx/status").json()["policy_source"]
-    from serving.model import LoadError
+    from scarfx.serving.model import LoadError
 
     push_corrupt(serving_dir, 3, models.get(1), "garbage")
     with pytest.raises(LoadError, match="could not load"):

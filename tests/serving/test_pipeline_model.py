@@ -31,7 +31,7 @@ def json_row(row, kinds):
 
 
 def test_trainer_writes_tf_serving_warmup_records(pipeline_run):
-    from serving.warmup import read_warmup_requests, warmup_path
+    from scarfx.serving.warmup import read_warmup_requests, warmup_path
 
     _, model_dir = pushed_version_dir(pipeline_run)
     requests = read_warmup_requests(warmup_path(model_dir))

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from serving import promotion
-from serving.modelconfig import parse_config, read_policy
+from scarfx.serving import promotion
+from scarfx.serving.modelconfig import parse_config, read_policy
 from tests.serving.helpers import MODEL, push, push_corrupt
 
 pytestmark = pytest.mark.timeout(120)
@@ -222,7 +222,7 @@ def test_admin_endpoints_with_token(models, serving_dir, start_server, client_fo
 def test_admin_disabled_off_loopback_without_token(serving_dir):
     from starlette.testclient import TestClient
 
-    from serving.server import ModelServer
+    from scarfx.serving.server import ModelServer
 
     server = ModelServer(serving_dir, MODEL, host="0.0.0.0", port=0)  # never started: nothing is bound
     with TestClient(server.app) as c:
@@ -231,7 +231,7 @@ def test_admin_disabled_off_loopback_without_token(serving_dir):
 
 
 def _run_models(argv, pushed_versions=None):
-    from serving.cli import add_models_arguments, run_models
+    from scarfx.serving.cli import add_models_arguments, run_models
 
     parser = argparse.ArgumentParser()
     add_models_arguments(parser)

@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from serving.rest import raw_columns
+from scarfx.serving.rest import raw_columns
 
 
 def _model(na_values):
@@ -28,7 +28,7 @@ def test_na_tokens_for_numbers_are_the_missing_value_and_strings_pass_through():
 
 
 def test_other_strings_for_numbers_are_still_refused():
-    from serving.rest import HTTPError
+    from scarfx.serving.rest import HTTPError
 
     with pytest.raises(HTTPError, match="fare"):
         raw_columns([{"fare": "twelve"}], None, _model({"", "NA"}), "instance")

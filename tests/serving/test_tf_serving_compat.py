@@ -16,9 +16,9 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.examples import serialize_features
-from serving.testing import DEFAULT_FEATURES, expected_probabilities
-from serving.testing import push as push_dir
+from scarfx.serving.examples import serialize_features
+from scarfx.serving.testing import DEFAULT_FEATURES, expected_probabilities
+from scarfx.serving.testing import push as push_dir
 from tests.serving.helpers import MODEL, push, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,7 +120,7 @@ def test_lenient_base64_like_tf_serving(models, serving_dir, start_server, clien
 
 
 def test_404_while_loading_like_tf_serving(models, serving_dir, start_server, client_for):
-    from serving.model import LoadedModel
+    from scarfx.serving.model import LoadedModel
 
     gate = threading.Event()
 
@@ -220,7 +220,7 @@ def test_several_models_from_the_model_config_file(models, serving_dir, start_se
 
 
 def serve_args(*argv):
-    from serving.cli import add_serve_arguments
+    from scarfx.serving.cli import add_serve_arguments
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
@@ -228,7 +228,7 @@ def serve_args(*argv):
 
 
 def test_tf_serving_flag_names(tmp_path):
-    from serving.cli import batching_parameters, resolve_model
+    from scarfx.serving.cli import batching_parameters, resolve_model
 
     a = serve_args("--port=8600", "--rest_api_port=8601", "--model_name=m", "--model_base_path=/models/m")
     assert (a.grpc_port, a.rest_port, a.model_name, a.serving_dir) == (8600, 8601, "m", "/models/m")

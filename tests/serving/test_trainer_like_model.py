@@ -23,7 +23,7 @@ def build_trainer_like(export_dir: str, raw: bool = True) -> str:
     a push from before they existed)."""
     import tensorflow as tf
 
-    from models.export import raw_tensor
+    from scarfx.models.export import raw_tensor
 
     dtypes = {"float": tf.float32, "int": tf.int64, "string": tf.string}
     serving_spec = {n: tf.io.FixedLenFeature([], dtypes[k]) for n, k in FEATURES.items()}  # required
@@ -77,7 +77,7 @@ def trainer_like(tmp_path_factory):
 
 
 def test_model_that_requires_features_is_served(trainer_like, serving_dir, start_server, client_for):
-    from serving.testing import push
+    from scarfx.serving.testing import push
 
     push(trainer_like, serving_dir, 1700000000)
     server = start_server(serving_dir, wait_ready=30)
@@ -97,7 +97,7 @@ def test_model_that_requires_features_is_served(trainer_like, serving_dir, start
 
     import base64
 
-    from serving.examples import serialize_features
+    from scarfx.serving.examples import serialize_features
 
     ex = {"b64": base64.b64encode(serialize_features(full, FEATURES)).decode()}
     r = client.post(f"/v1/models/{MODEL}:predict", json={"signature_name": "transform_features",
@@ -112,7 +112,7 @@ def test_model_without_raw_signature_refuses_raw_json_clearly(tmp_path, serving_
 
     import tensorflow as tf
 
-    from serving.testing import push
+    from scarfx.serving.testing import push
 
     push(build_trainer_like(str(tmp_path / "old"), raw=False), serving_dir, 1600000000)
     client = client_for(start_server(serving_dir, wait_ready=30))

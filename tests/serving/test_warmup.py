@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from models.export import write_warmup_requests
-from models.features import WARMUP_FILE
-from serving.examples import serialize_features
-from serving.testing import DEFAULT_FEATURES
-from serving.warmup import read_warmup_requests
+from scarfx.models.export import write_warmup_requests
+from scarfx.models.features import WARMUP_FILE
+from scarfx.serving.examples import serialize_features
+from scarfx.serving.testing import DEFAULT_FEATURES
+from scarfx.serving.warmup import read_warmup_requests
 from tests.serving.helpers import MODEL
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,7 +72,7 @@ def test_bad_files(tmp_path):
 
 
 def test_server_warms_up_with_the_file(models, serving_dir, start_server, client_for):
-    from serving.testing import push
+    from scarfx.serving.testing import push
 
     push(models.get(1, warmup=True), serving_dir, 3)
     server = start_server(serving_dir)
@@ -82,7 +82,7 @@ def test_server_warms_up_with_the_file(models, serving_dir, start_server, client
 
 
 def test_server_generates_warmup_without_the_file(models, serving_dir, start_server, client_for):
-    from serving.testing import push
+    from scarfx.serving.testing import push
 
     push(models.get(1), serving_dir, 3)
     server = start_server(serving_dir)
@@ -91,7 +91,7 @@ def test_server_generates_warmup_without_the_file(models, serving_dir, start_ser
 
 
 def test_warmup_for_an_unknown_signature_refuses_the_version(models, serving_dir, start_server, tmp_path):
-    from serving.testing import push
+    from scarfx.serving.testing import push
 
     push(models.get(1), serving_dir, 1)
     dest = push(models.get(2), serving_dir, 2)
@@ -111,8 +111,8 @@ def test_classify_log_for_the_classification_signature_warms_it_up(models, tmp_p
     import tensorflow as tf
     from tensorflow_serving.apis import classification_pb2, prediction_log_pb2
 
-    from serving.model import LoadedModel
-    from serving.warmup import warmup_path
+    from scarfx.serving.model import LoadedModel
+    from scarfx.serving.warmup import warmup_path
 
     d = str(tmp_path / "m")
     shutil.copytree(models.get(1), d)

@@ -11,7 +11,7 @@ demo: setup
 	.venv/bin/scarfx run
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"

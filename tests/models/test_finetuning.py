@@ -157,6 +157,34 @@ def test_fine_tune_ensemble_averages_k_members_and_leaves_the_encoder_as_it_was(
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
+@pytest.mark.parametrize("multiplier", [1.0, 0.1])
+def test_members_fitted_in_one_compiled_network_equal_members_fitted_each_in_its_own(monkeypatch, multiplier):
+    """MemberNetwork only saves each member's trace and compile: reset to the member's start
+    and a fresh optimizer state, it fits the same members as a new model per member would
+    (also with the encoder's own rate, whose optimizer keys its variables)."""
+    from scarfx.models import finetuning
+
+    data = _table(240)
+    config = dataclasses.replace(TINY, ensemble_size=3, finetune_epochs=4, pretrain=True,
+                                 finetune_encoder_learning_rate_multiplier=multiplier)
+    compiles = []
+    compile_member = finetuning._compile_member
+    monkeypatch.setattr(finetuning, "_compile_member", lambda *a, **k: compiles.append(1) or compile_member(*a, **k))
+    outputs = {}
+    for reuse in (True, False):
+        if not reuse:
+            monkeypatch.setattr(finetuning, "MemberNetwork", lambda: None)
+        compiles.clear()
+        keras.utils.set_random_seed(config.seed)
+        encoder = build_encoder(LAYOUT, config)
+        classifier, history, summary = fine_tune(encoder, data, LAYOUT, 2, config)
+        assert len(compiles) == (1 if reuse else 3)
+        outputs[reuse] = (classifier(data.inputs(), training=False).numpy(), summary["finetune_best_epochs"],
+                          history["val_loss"])
+    np.testing.assert_allclose(outputs[True][0], outputs[False][0], rtol=1e-5, atol=1e-6)
+    assert outputs[True][1:] == outputs[False][1:]
+
+
 # ---- pseudo-labels
 
 
@@ -343,12 +371,16 @@ def test_corruption_augmentation_leaves_unchosen_rows_clean():
 
 def test_fine_tune_with_corruption_augmentation_learns():
     # 3 features: each corrupted row loses one, a third of them the label's signal `a`.
-    config = dataclasses.replace(TINY, ensemble_size=1, finetune_corruption_rate=0.3, finetune_corrupted_rows=0.5)
+    # Seeded, and 200 steps: 32 steps from an unseeded start landed anywhere in 0.53-0.77.
+    config = dataclasses.replace(TINY, ensemble_size=1, finetune_corruption_rate=0.3, finetune_corrupted_rows=0.5,
+                                 finetune_epochs=20, min_steps_per_epoch=10)
+    keras.utils.set_random_seed(config.seed)
     data = _table(400)
     classifier, history, _ = fine_tune(build_encoder(LAYOUT, config), data, LAYOUT, 2, config)
     test = _table(300, seed=9)
     accuracy = (classifier.predict(test.inputs(), verbose=0).argmax(axis=1) == test.labels).mean()
-    assert accuracy > 0.65 and history["loss"][-1] < history["loss"][0]  # chance is 0.5
+    # Chance is 0.5; the label's noise caps accuracy near 0.81 (seeds 0-4 reach 0.80-0.82).
+    assert accuracy > 0.75 and history["loss"][-1] < history["loss"][0]
 
 
 # ---- discriminative fine-tuning: the pretrained encoder learns slower than the head

@@ -26,6 +26,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+# TFT's TransformFeaturesLayer is a tf_keras (Keras 2) Model. Saved as part of the graph, its
+# legacy Keras serialization traces (with AutoGraph) a default signature of the whole
+# transform graph that no one calls: most of the export's time. This is tf_keras's own
+# switch for that (`Model.save(..., save_traces=False)`); the layer's assets and tables
+# are regular children and are saved either way.
+from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
 from scarfx.models import features
 from scarfx.models.tabular_data import FeatureLayout
@@ -77,7 +83,12 @@ class ExportModule(tf.Module):
 
     def __init__(self, classifier, tf_transform_output: tft.TFTransformOutput, label: str, serving_features: list[str]):
         super().__init__()
-        self.classifier = classifier
+        # The signatures capture the classifier's variables, and only those are tracked:
+        # a Keras model in the SavedModel's object graph gets its default signature traced
+        # (with AutoGraph) at save time, once for each of an ensemble's members, their
+        # encoders and the average (ExportArchive in Keras tracks variables for this reason).
+        self.classifier_variables = list(classifier.variables)
+        self._classifier = classifier.__call__  # a bound method: not tracked
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._layout = layout_from_transform(tf_transform_output)
         raw_spec = tf_transform_output.raw_feature_spec()
@@ -88,17 +99,17 @@ class ExportModule(tf.Module):
         self.serve_raw = tf.function(self._serve_raw, input_signature=[{
             name: tf.TensorSpec([None], self._serving_spec[feature].dtype, name=name)
             for feature, name in self.raw_inputs.items()
-        }])
+        }], autograph=False)
         # The matrices' widths are part of the signature: the classifier's layers (its
         # NumericEncoding first) need them static, and no other width is valid anyway.
         self.classify_transformed = tf.function(self._classify_transformed, input_signature=[
             tf.TensorSpec([None, len(self._layout.numeric_names)], tf.float32, name="numeric"),
             tf.TensorSpec([None, len(self._layout.categorical_names)], tf.int64, name="categorical"),
-        ])
+        ], autograph=False)
 
     def _predict(self, raw: dict) -> dict:
         transformed = self.tft_layer(raw)
-        probabilities = self.classifier(model_inputs(transformed, self._layout), training=False)
+        probabilities = self._classifier(model_inputs(transformed, self._layout), training=False)
         batch = tf.shape(probabilities)[0]
         return {
             "probabilities": probabilities,
@@ -106,7 +117,7 @@ class ExportModule(tf.Module):
             "classes": tf.tile(self.class_names[tf.newaxis, :], tf.stack([batch, 1])),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)], autograph=False)
     def serve(self, examples):
         return self._predict(tf.io.parse_example(examples, self._serving_spec))
 
@@ -117,7 +128,7 @@ class ExportModule(tf.Module):
             raw[feature] = raw_tensor(inputs[name], self._serving_spec[feature], feature)
         return self._predict(raw)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)], autograph=False)
     def classify(self, inputs):
         out = self._predict(tf.io.parse_example(inputs, self._serving_spec))
         return {features.CLASSIFY_CLASSES: out["classes"], features.CLASSIFY_SCORES: out["probabilities"]}
@@ -128,9 +139,9 @@ class ExportModule(tf.Module):
         A saved tf.function, not a signature: the serving API does not change, but the
         report can score masked feature matrices without re-running the Transform graph.
         """
-        return self.classifier({"numeric": numeric, "categorical": categorical}, training=False)
+        return self._classifier({"numeric": numeric, "categorical": categorical}, training=False)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)], autograph=False)
     def transform_features(self, examples):
         raw = tf.io.parse_example(examples, self._full_spec)
         return self.tft_layer(raw)
@@ -221,7 +232,8 @@ def export_saved_model(
         features.CLASSIFY_SIGNATURE: module.classify.get_concrete_function(),
         features.TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function(),
     }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+    with keras_option_scope(save_traces=False):
+        tf.saved_model.save(module, export_dir, signatures=signatures)
     extra = os.path.join(export_dir, features.ASSETS_EXTRA)
     tf.io.gfile.makedirs(extra)
     metadata = {

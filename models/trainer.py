@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -171,6 +172,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     result.summary["warm_start_from"] = _model_dir(fn_args.base_model) if checkpoint else None
 
     serving_features = sorted(k for k in tf_transform_output.raw_feature_spec() if k != label and k not in drop)
+    export_start = time.perf_counter()
     export.export_saved_model(
         result.classifier, tf_transform_output, serving_model_dir, label, serving_features,
         model_name=custom.get("model_name", "scarfx"), na_values=custom.get("na_values", ()),
@@ -181,6 +183,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         export.warmup_requests(tf_transform_output, serving_features),
         model_name=custom.get("model_name", "scarfx"),
     )
+    result.summary["export_seconds"] = time.perf_counter() - export_start  # SavedModel and warm-up records
     summary = {
         "label": label,
         "classes": classes,

@@ -31,6 +31,26 @@ scarf:
 
 DEFAULT_PATHS = ("tfx_root", "serving_model", "schemas", "kubeflow_out")
 
+# Shared fixtures that run a pipeline or train models (fixture -> xdist group). `make test`
+# runs `pytest -n 2 --dist loadgroup`: every test using one of these lands on the same
+# worker, or each worker would pay for its own run. weak_run reads pipeline_run's store.
+SHARED_RUN_GROUPS = {
+    "pipeline_run": "pipeline_run",
+    "weak_run": "pipeline_run",
+    "first_span": "first_span",
+    "scarce_run": "scarce_run",  # tests/models/test_scarf_model.py, module scope
+    "exported": "exported",  # tests/models/test_export.py, module scope
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which reads the marks into @group node ids
+def pytest_collection_modifyitems(items):
+    for item in items:
+        groups = {SHARED_RUN_GROUPS[name] for name in item.fixturenames if name in SHARED_RUN_GROUPS}
+        assert len(groups) <= 1, f"{item.nodeid} needs two shared runs {groups}: one worker must hold both"
+        for group in groups:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_outside_the_checkout(tmp_path_factory):

@@ -52,6 +52,33 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: a wait for the lock is not the test's time
+def pytest_runtest_protocol(item, nextitem):
+    """Under xdist, a test marked `alone` (one that holds a rate or a deadline) runs while the
+    other worker waits between tests, so a training run there cannot starve it. Every other
+    test holds the run's lock shared; `alone` takes it exclusively, after a turnstile that
+    stops the other worker from starting its next test meanwhile (no starvation)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        yield
+        return
+    import fcntl
+    import tempfile
+
+    base = os.path.join(tempfile.gettempdir(), f"scarfx-xdist-{run}")
+    with open(base + ".turnstile", "a") as turnstile, open(base + ".lock", "a") as lock:
+        alone = item.get_closest_marker("alone") is not None
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_outside_the_checkout(tmp_path_factory):
     """Session fixtures (the shared pipeline run) start outside the checkout too."""

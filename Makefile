@@ -10,11 +10,15 @@ setup:
 demo: setup
 	.venv/bin/scarfx run
 
+# Two pytest workers (one per core); tests sharing a pipeline run stay on one worker
+# (tests/conftest.py groups them). `-n 0` runs in one process, to debug a single test.
+XDIST := -n 2 --dist loadgroup
+
 test: setup
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q $(XDIST) --durations=25
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q $(XDIST) -m "not e2e"
 
 # Re-resolve requirements.in into requirements.lock (linux x86_64, CPython 3.11).
 lock:

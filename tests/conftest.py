@@ -31,6 +31,53 @@ scarf:
 
 DEFAULT_PATHS = ("tfx_root", "serving_model", "schemas", "kubeflow_out")
 
+# Shared fixtures that run a pipeline or train models (fixture -> xdist group). `make test`
+# runs `pytest -n 2 --dist loadgroup`: every test using one of these lands on the same
+# worker, or each worker would pay for its own run. weak_run reads pipeline_run's store.
+SHARED_RUN_GROUPS = {
+    "pipeline_run": "pipeline_run",
+    "weak_run": "pipeline_run",
+    "first_span": "first_span",
+    "scarce_run": "scarce_run",  # tests/models/test_scarf_model.py, module scope
+    "exported": "exported",  # tests/models/test_export.py, module scope
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which reads the marks into @group node ids
+def pytest_collection_modifyitems(items):
+    for item in items:
+        groups = {SHARED_RUN_GROUPS[name] for name in item.fixturenames if name in SHARED_RUN_GROUPS}
+        assert len(groups) <= 1, f"{item.nodeid} needs two shared runs {groups}: one worker must hold both"
+        for group in groups:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: a wait for the lock is not the test's time
+def pytest_runtest_protocol(item, nextitem):
+    """Under xdist, a test marked `alone` (one that holds a rate or a deadline) runs while the
+    other worker waits between tests, so a training run there cannot starve it. Every other
+    test holds the run's lock shared; `alone` takes it exclusively, after a turnstile that
+    stops the other worker from starting its next test meanwhile (no starvation)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        yield
+        return
+    import fcntl
+    import tempfile
+
+    base = os.path.join(tempfile.gettempdir(), f"scarfx-xdist-{run}")
+    with open(base + ".turnstile", "a") as turnstile, open(base + ".lock", "a") as lock:
+        alone = item.get_closest_marker("alone") is not None
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_outside_the_checkout(tmp_path_factory):

@@ -14,8 +14,10 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import random
+import tempfile
 
 import pytest
 
@@ -62,9 +64,6 @@ def pytest_runtest_protocol(item, nextitem):
     if run is None:
         yield
         return
-    import fcntl
-    import tempfile
-
     base = os.path.join(tempfile.gettempdir(), f"scarfx-xdist-{run}")
     with open(base + ".turnstile", "a") as turnstile, open(base + ".lock", "a") as lock:
         alone = item.get_closest_marker("alone") is not None

@@ -77,8 +77,8 @@ def _to_dense_with_mask(x: tf.Tensor | tf.SparseTensor) -> tuple[tf.Tensor, tf.T
     return x, tf.ones_like(x, dtype=tf.bool)
 
 
-def _numeric_columns(columns: dict[str, Any]) -> tf.Tensor:
-    """[B, D] float32 of D numeric features (raw inputs or [B] derived tensors); a missing, NaN
+def _numeric_columns(columns: dict[str, Any], dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """[B, D] `dtype` of D numeric features (raw inputs or [B] derived tensors); a missing, NaN
     or inf cell is NaN (missing, not a value).
 
     Two or three ops per column (slice, cast, to_dense), sharing their constants: the
@@ -86,7 +86,7 @@ def _numeric_columns(columns: dict[str, Any]) -> tf.Tensor:
     `_to_dense_with_mask` (about 80 ops a column) its size dominated Transform's time on
     wide tables (300 columns: 26,000 ops, 5,000 now).
     """
-    nan = tf.constant(float("nan"), tf.float32)
+    nan = tf.constant(float("nan"), dtype)
     start = tf.zeros([2], tf.int64)
     shape = None
     for x in columns.values():
@@ -98,27 +98,32 @@ def _numeric_columns(columns: dict[str, Any]) -> tf.Tensor:
         if isinstance(x, tf.SparseTensor):
             # The first value of each row (CSV cells are scalars); an absent cell is NaN.
             first = tf.sparse.slice(x, start, shape)
-            first = tf.SparseTensor(first.indices, tf.cast(first.values, tf.float32), shape)
+            first = tf.SparseTensor(first.indices, tf.cast(first.values, dtype), shape)
             dense.append(tf.sparse.to_dense(first, default_value=nan))
         else:
-            dense.append(tf.reshape(tf.cast(x, tf.float32), [-1, 1]))
+            dense.append(tf.reshape(tf.cast(x, dtype), [-1, 1]))
     values = tf.concat(dense, axis=1)
     return tf.where(tf.math.is_finite(values), values, nan)
 
 
 def _zscore(values: tf.Tensor, z_clip: float) -> tf.Tensor:
-    """[B, D] with NaN = missing -> z-score of each column over its observed training values, NaN kept.
+    """[B, D] float64 with NaN = missing -> float32 z-score of each column over its observed
+    training values, NaN kept.
 
     One mean and one variance analyzer over all D columns (reduce_instance_dims=False),
     not two per column: TFT's mean/var skip NaN element by element, so each column's
     statistics are those of its observed values, as with a per-column boolean mask.
+    In float64: float32 sums of large values (census tracts ~1.7e10, longitudes ~-87.6
+    over many rows) lose digits, and Beam combines the partial sums in no fixed order, so
+    the float32 statistics came out different on every run (taxi z-scores by up to 0.007)
+    and the Trainer with them. In float64 the differences stay below float32's precision.
     """
-    mean = tft.mean(values, reduce_instance_dims=False, output_dtype=tf.float32)
-    var = tft.var(values, reduce_instance_dims=False, output_dtype=tf.float32)
+    mean = tft.mean(values, reduce_instance_dims=False, output_dtype=tf.float64)
+    var = tft.var(values, reduce_instance_dims=False, output_dtype=tf.float64)
     # A column that is entirely missing (or constant) carries no signal: map it to 0.
-    mean = tf.where(tf.math.is_finite(mean), mean, 0.0)
-    std = tf.where(tf.math.is_finite(var) & (var > 0.0), tf.sqrt(var), 1.0)
-    return tf.clip_by_value((values - mean) / std, -z_clip, z_clip)
+    mean = tf.where(tf.math.is_finite(mean), mean, tf.constant(0.0, tf.float64))
+    std = tf.where(tf.math.is_finite(var) & (var > 0.0), tf.sqrt(var), tf.constant(1.0, tf.float64))
+    return tf.cast(tf.clip_by_value((values - mean) / std, -z_clip, z_clip), tf.float32)
 
 
 def empirical_cdf(values: tf.Tensor, knots: tf.Tensor) -> tf.Tensor:
@@ -266,11 +271,10 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
             numeric[name] = x
     if numeric:
         # Statistics of all numeric columns at once ([B, D]); still one output per feature.
-        stacked = _numeric_columns(numeric)
         if config["numeric_encoding"] == "quantile_normal":
-            encoded = _quantile_normal(stacked, int(config["num_quantiles"]))
+            encoded = _quantile_normal(_numeric_columns(numeric), int(config["num_quantiles"]))
         else:
-            encoded = _zscore(stacked, config["z_clip"])
+            encoded = _zscore(_numeric_columns(numeric, tf.float64), config["z_clip"])
         for name, column in zip(numeric, tf.unstack(encoded, num=len(numeric), axis=1)):
             outputs[features.numeric_name(name)] = column
 

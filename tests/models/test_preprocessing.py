@@ -270,6 +270,29 @@ def test_zscore_per_column_statistics_match_numpy_on_a_table_with_different_gaps
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=f"c{j}")
 
 
+def test_zscore_of_large_magnitude_columns_is_exact_to_float32():
+    """Census-tract-like int64 ids (~1.7e10, spread ~3e5) and longitudes: float32 statistics
+    of such columns lose digits (one float32 step of 1.7e10 is 2,048, 0.007 of a standard
+    deviation) and differed from run to run; in float64 they match NumPy to float32's precision."""
+    rng = np.random.default_rng(3)
+    tracts = 17031000000 + rng.integers(0, 1_000_000, size=400)
+    longitudes = rng.normal(-87.65, 0.05, size=400)
+    spec = {"tract": tf.io.VarLenFeature(tf.int64), "lon": tf.io.VarLenFeature(tf.float32),
+            "y": tf.io.VarLenFeature(tf.string)}
+    rows = [{"tract": [int(t)], "lon": [float(x)], "y": [b"a" if i % 2 else b"b"]}
+            for i, (t, x) in enumerate(zip(tracts, longitudes))]
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    config = {"label": "y", "numeric_encoding": "zscore", "z_clip": 5.0}
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=False):
+        (out, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(inputs, config), output_record_batches=False)
+    for name, raw in (("tract", tracts.astype(np.float64)),
+                      ("lon", longitudes.astype(np.float32).astype(np.float64))):
+        expected = (raw - raw.mean()) / raw.std()
+        got = np.array([float(r[features.numeric_name(name)]) for r in out])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6, err_msg=name)
+
+
 @pytest.mark.parametrize("encoding", ["zscore", "quantile_normal"])
 def test_numeric_analyzers_do_not_grow_with_the_number_of_columns(encoding):
     """Transform's cost with width: 3 or 40 numeric columns trace the same number of analyzers."""

@@ -118,8 +118,10 @@ def _zscore(values: tf.Tensor, z_clip: float) -> tf.Tensor:
     the float32 statistics came out different on every run (taxi z-scores by up to 0.007)
     and the Trainer with them. In float64 the differences stay below float32's precision.
     """
-    mean = tft.mean(values, reduce_instance_dims=False, output_dtype=tf.float64)
-    var = tft.var(values, reduce_instance_dims=False, output_dtype=tf.float64)
+    # [D], stated: in tf.compat.v1 graphs (the Transform component's mode) TFT 1.16 binds
+    # a one-column float64 statistic as a scalar constant, which the ops reading it reject.
+    mean = tf.reshape(tft.mean(values, reduce_instance_dims=False, output_dtype=tf.float64), [-1])
+    var = tf.reshape(tft.var(values, reduce_instance_dims=False, output_dtype=tf.float64), [-1])
     # A column that is entirely missing (or constant) carries no signal: map it to 0.
     mean = tf.where(tf.math.is_finite(mean), mean, tf.constant(0.0, tf.float64))
     std = tf.where(tf.math.is_finite(var) & (var > 0.0), tf.sqrt(var), tf.constant(1.0, tf.float64))

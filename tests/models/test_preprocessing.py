@@ -323,3 +323,21 @@ def test_each_numeric_column_adds_a_few_ops_to_the_transform_graph():
 
     per_column = (ops(43) - ops(3)) / 40
     assert per_column <= 8, per_column
+
+
+def test_zscore_of_a_single_dense_column_in_the_pipelines_tf1_graph_mode():
+    """The Transform component runs TFT in tf.compat.v1 graphs (pipeline/pipeline.py), where
+    TFT 1.16 binds a one-column float64 statistic as a scalar constant; the z-score must still
+    build and match NumPy (it failed with "Shapes must be equal rank, but are 0 and 1")."""
+    rng = np.random.default_rng(4)
+    income = rng.normal(3.0, 2.0, size=200).astype(np.float32)
+    spec = {"income": tf.io.FixedLenFeature([], tf.float32), "y": tf.io.FixedLenFeature([], tf.string)}
+    rows = [{"income": float(x), "y": b"a" if i % 2 else b"b"} for i, x in enumerate(income)]
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    config = {"label": "y", "numeric_encoding": "zscore", "z_clip": 5.0}
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=True):
+        (out, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: preprocessing_fn(inputs, config), output_record_batches=False)
+    raw = income.astype(np.float64)
+    got = np.array([float(r[features.numeric_name("income")]) for r in out])
+    np.testing.assert_allclose(got, (raw - raw.mean()) / raw.std(), rtol=0, atol=2e-6)

@@ -283,7 +283,8 @@ def test_zscore_of_large_magnitude_columns_is_exact_to_float32():
             for i, (t, x) in enumerate(zip(tracts, longitudes))]
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
     config = {"label": "y", "numeric_encoding": "zscore", "z_clip": 5.0}
-    with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=False):
+    # The Transform component's own mode (pipeline/pipeline.py: force_tf_compat_v1=True).
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=True):
         (out, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(inputs, config), output_record_batches=False)
     for name, raw in (("tract", tracts.astype(np.float64)),

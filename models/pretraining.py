@@ -5,6 +5,7 @@ key (seed, -1), which no train step uses.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import keras
@@ -84,8 +85,10 @@ def pretrain(encoder, data: "TabularData | TableSource", layout: FeatureLayout, 
         clean, corrupted = make_fixed_validation_pairs(_materialize(source.pretrain_rows(True), val_count), bank,
                                                        config.corruption_rate, config.seed)
         val_ds = _shard_by_data(tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch))
+    patience = config.patience if config.pretrain_patience is None else config.pretrain_patience
     callbacks, timer, stopper = _callbacks(
-        lambda logs: (-logs["val_loss"],), config, log_dir, "pretrain", val_ds is not None
+        lambda logs: (-logs["val_loss"],), dataclasses.replace(config, patience=patience), log_dir, "pretrain",
+        val_ds is not None,
     )
     with strategy.scope():
         history = model.fit(

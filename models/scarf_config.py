@@ -26,6 +26,9 @@ class ScarfConfig:
     pretrain_epochs: int = 30  # maximum; early stopping usually ends sooner
     finetune_epochs: int = 50  # maximum
     patience: int = 3
+    # Pretraining's own patience (None = `patience`). 10 instead of 3 was measured: mean AUC
+    # -0.0016 over the 20 tables (SwissLabor +0.022, ResumeNames -0.056; docs/BENCHMARKS.md).
+    pretrain_patience: int | None = None
     validation_fraction: float = 0.1
     # An epoch is at least this many steps: on a 300-row table a pass is 2 steps, and
     # patience counted in such epochs would stop training after a handful of updates.
@@ -77,6 +80,12 @@ class ScarfConfig:
     self_training_rounds: int = 0
     pseudo_label_threshold: float = 0.9
     # --- scale (a streamed table: the Trainer's TFRecords; models/scarf.py StreamedTable)
+    # A streamed table's rows are put in a canonical order (sorted by a fingerprint of each
+    # row's values) in windows of at most this many bytes before anything reads them, so
+    # the same rows train the same model whatever order Beam wrote them in: splits, label
+    # hiding, the bank and the shuffle all follow stream order. Exact for tables that fit
+    # one window (64 MiB: ~880k rows of 15 features); past that only within windows. 0 = off.
+    canonical_order_bytes: int = 64 * 2**20
     # Rows in the shuffle buffer of a streamed table (an in-memory one is shuffled whole).
     shuffle_buffer: int = 100_000
     # At most this many rows validate each stage: the fixed pretraining pairs, each fold.
@@ -102,8 +111,8 @@ def count_setting_errors(config: ScarfConfig) -> list[str]:
     errors = [f"{key} must be >= 1, got {getattr(config, key)}"
               for key in ("shuffle_buffer", "max_validation_rows") if getattr(config, key) < 1]
     errors += [f"{key} must be >= 1 or unset, got {getattr(config, key)}"
-               for key in ("steps_per_epoch", "validation_steps")
+               for key in ("steps_per_epoch", "validation_steps", "pretrain_patience")
                if getattr(config, key) is not None and getattr(config, key) < 1]
-    if config.labelled_memory_bytes < 0:
-        errors.append(f"labelled_memory_bytes must be >= 0, got {config.labelled_memory_bytes}")
+    errors += [f"{key} must be >= 0, got {getattr(config, key)}"
+               for key in ("labelled_memory_bytes", "canonical_order_bytes") if getattr(config, key) < 0]
     return errors

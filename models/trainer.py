@@ -20,7 +20,7 @@ from scarfx.models.distribution import is_chief, make_strategy
 from scarfx.models.labels import hide_labels_in_stream
 from scarfx.models.scarf import train_scarf_classifier
 from scarfx.models.scarf_config import ScarfConfig
-from scarfx.models.sources import StreamedTable
+from scarfx.models.sources import StreamedTable, canonical_window_rows, in_canonical_order
 from scarfx.models.tabular_data import FeatureLayout
 from scarfx.models.warm_start import EncoderCheckpoint, warm_start_encoder
 
@@ -99,14 +99,16 @@ def transformed_batches(file_pattern, data_accessor, schema, layout) -> tf.data.
 
 
 def transformed_stream(file_pattern, data_accessor, schema, layout, num_classes: int,
-                       label_fraction: float, seed: int) -> StreamedTable:
-    """The transformed split as a StreamedTable (read afresh each pass, never held in memory);
+                       label_fraction: float, seed: int, canonical_order_bytes: int = 0) -> StreamedTable:
+    """The transformed split as a StreamedTable (read afresh each pass, never held in memory),
+    in canonical order within `canonical_order_bytes` windows (sources.in_canonical_order);
     with `label_fraction` < 1, a stratified share of its labels hidden as it streams."""
     if not 0.0 < label_fraction <= 1.0:
         raise ValueError(f"label fraction must lie in (0, 1], got {label_fraction}")
+    window = canonical_window_rows(layout, canonical_order_bytes)
 
     def batches():
-        ds = transformed_batches(file_pattern, data_accessor, schema, layout)
+        ds = in_canonical_order(transformed_batches(file_pattern, data_accessor, schema, layout), window, READ_BATCH)
         return hide_labels_in_stream(ds, label_fraction, num_classes, seed) if label_fraction < 1.0 else ds
 
     return StreamedTable(batches)
@@ -149,7 +151,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     label_fraction = float(custom.get("label_fraction", 1.0))
     data = transformed_stream(fn_args.train_files, fn_args.data_accessor,
                               tf_transform_output.transformed_metadata.schema, layout, len(classes), label_fraction,
-                              config.seed)
+                              config.seed, config.canonical_order_bytes)
     logging.info("SCARF: streaming %s; %d numeric + %d categorical features, %d classes", fn_args.train_files,
                  len(layout.numeric_names), len(layout.categorical_names), len(classes))
     vocabularies = export.categorical_vocabularies(tf_transform_output, layout)

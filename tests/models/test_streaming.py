@@ -11,7 +11,7 @@ from scarfx.models.finetuning import fine_tune
 from scarfx.models.pretraining import pretrain
 from scarfx.models.scarf import train_scarf_classifier
 from scarfx.models.scarf_config import ScarfConfig
-from scarfx.models.sources import InMemoryTable, StreamedTable
+from scarfx.models.sources import InMemoryTable, StreamedTable, in_canonical_order
 from scarfx.models.tabular_data import FeatureLayout, TabularData
 
 LAYOUT = FeatureLayout(("a", "b"), ("c",), (4,))
@@ -143,3 +143,53 @@ def test_hiding_labels_in_a_stream_keeps_a_stratified_share_and_every_class():
     assert out[np.flatnonzero(labels == 2)[0]] == 2  # a class's first row always keeps its label
     again = np.concatenate([b["labels"] for b in hide_labels_in_stream(batches, 0.25, 3, 0).as_numpy_iterator()])
     np.testing.assert_array_equal(out, again)
+
+
+def _permuted_stream(data, order, window_rows, label_fraction=0.5):
+    """The trainer's stream (models/trainer.py transformed_stream) over `data`'s rows in `order`."""
+    def batches():
+        rows = tf.data.Dataset.from_tensor_slices({"numeric": data.numeric[order], "categorical": data.categorical[order],
+                                                   "labels": data.labels[order]}).batch(37)
+        return hide_labels_in_stream(in_canonical_order(rows, window_rows, 64), label_fraction, 2, seed=0)
+
+    return StreamedTable(batches)
+
+
+def test_canonical_order_does_not_depend_on_the_order_rows_arrive_in():
+    data = _table(300, labelled=1.0)
+    data.numeric[5] = data.numeric[6]  # equal features, different labels: still one order
+    data.labels[5], data.labels[6] = 0, 1
+    orders = [np.arange(300), np.random.default_rng(1).permutation(300)]
+    out = [_rows(in_canonical_order(tf.data.Dataset.from_tensor_slices(
+        {"numeric": data.numeric[o], "categorical": data.categorical[o], "labels": data.labels[o]}).batch(37), 1000, 50))
+        for o in orders]
+    assert [len(b["labels"]) for b in out[0]] == [50] * 6  # rebatched to the read batch
+    for key in ("numeric", "categorical", "labels"):
+        np.testing.assert_array_equal(np.concatenate([b[key] for b in out[0]]), np.concatenate([b[key] for b in out[1]]))
+    np.testing.assert_array_equal(np.sort(np.concatenate([b["labels"] for b in out[0]])), np.sort(data.labels))
+    # A window smaller than the table orders each window only: the same rows, in windows.
+    windowed = np.concatenate([b["labels"] for b in _rows(in_canonical_order(
+        tf.data.Dataset.from_tensor_slices({"numeric": data.numeric, "categorical": data.categorical,
+                                            "labels": data.labels}).batch(37), 100, 50))])
+    np.testing.assert_array_equal(np.sort(windowed[:100]), np.sort(data.labels[:100]))
+
+
+def test_the_same_rows_in_another_order_train_the_same_model():
+    """ExampleGen writes a span's rows in a different order per run; the Trainer must not care."""
+    data = _table(240, labelled=1.0)
+    orders = [np.arange(240), np.random.default_rng(3).permutation(240)]
+    config = dataclasses.replace(TINY, pretrain_epochs=2, finetune_epochs=2, validation_fraction=0.2)
+    test_inputs = _table(50, seed=9).inputs()
+
+    def trained(order, window_rows):
+        result = train_scarf_classifier(_permuted_stream(data, order, window_rows), LAYOUT, 2, config)
+        summary = {k: result.summary[k] for k in ("finetune_labelled_rows", "pretrain_train_rows", "finetune_train_rows",
+                                                  "pretrain_best_val_info_nce", "finetune_best_val_loss")}
+        return summary, result.classifier.predict(test_inputs, verbose=0)
+
+    (first_summary, first), (second_summary, second) = (trained(o, 1000) for o in orders)
+    assert first_summary == second_summary
+    np.testing.assert_array_equal(first, second)
+    # What the canonical order buys: in stream order the two runs hide different labels,
+    # split different rows and shuffle differently.
+    assert not np.array_equal(trained(orders[0], 0)[1], trained(orders[1], 0)[1])

@@ -33,6 +33,8 @@ def test_yaml_overlay_and_unknown_keys(tmp_path):
         ({"data": "x.csv", "label": "y", "scarf": {"finetune_corrupted_rows": 0}}, "finetune_corrupted_rows"),
         ({"data": "x.csv", "label": "y", "scarf": {"shuffle_buffer": 0}}, r"scarf\.shuffle_buffer must be >= 1"),
         ({"data": "x.csv", "label": "y", "scarf": {"validation_steps": 0}}, r"scarf\.validation_steps must be >= 1 or unset"),
+        ({"data": "x.csv", "label": "y", "scarf": {"canonical_order_bytes": -1}}, r"scarf\.canonical_order_bytes must be >= 0"),
+        ({"data": "x.csv", "label": "y", "scarf": {"pretrain_patience": 0}}, r"scarf\.pretrain_patience must be >= 1"),
     ],
 )
 def test_invalid_settings(values, message):

@@ -103,12 +103,21 @@ def transformed_stream(file_pattern, data_accessor, schema, layout, num_classes:
     """The transformed split as a StreamedTable (read afresh each pass, never held in memory),
     in canonical order within `canonical_order_bytes` windows (sources.in_canonical_order);
     with `label_fraction` < 1, a stratified share of its labels hidden as it streams."""
+    return ordered_stream(lambda: transformed_batches(file_pattern, data_accessor, schema, layout), layout,
+                          num_classes, label_fraction, seed, canonical_order_bytes)
+
+
+def ordered_stream(make_batches, layout, num_classes: int, label_fraction: float, seed: int,
+                   canonical_order_bytes: int) -> StreamedTable:
+    """`make_batches()` (a fresh pass of {"numeric", "categorical", "labels"} batches) as the
+    Trainer reads it: in canonical order first, so label hiding and everything after it
+    see the same sequence whatever order the rows were written in."""
     if not 0.0 < label_fraction <= 1.0:
         raise ValueError(f"label fraction must lie in (0, 1], got {label_fraction}")
     window = canonical_window_rows(layout, canonical_order_bytes)
 
     def batches():
-        ds = in_canonical_order(transformed_batches(file_pattern, data_accessor, schema, layout), window, READ_BATCH)
+        ds = in_canonical_order(make_batches(), window, READ_BATCH)
         return hide_labels_in_stream(ds, label_fraction, num_classes, seed) if label_fraction < 1.0 else ds
 
     return StreamedTable(batches)

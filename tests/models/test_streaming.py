@@ -145,14 +145,13 @@ def test_hiding_labels_in_a_stream_keeps_a_stratified_share_and_every_class():
     np.testing.assert_array_equal(out, again)
 
 
-def _permuted_stream(data, order, window_rows, label_fraction=0.5):
-    """The trainer's stream (models/trainer.py transformed_stream) over `data`'s rows in `order`."""
-    def batches():
-        rows = tf.data.Dataset.from_tensor_slices({"numeric": data.numeric[order], "categorical": data.categorical[order],
-                                                   "labels": data.labels[order]}).batch(37)
-        return hide_labels_in_stream(in_canonical_order(rows, window_rows, 64), label_fraction, 2, seed=0)
+def _permuted_stream(data, order, canonical_order_bytes, label_fraction=0.5):
+    """The Trainer's stream (models/trainer.py ordered_stream) over `data`'s rows in `order`."""
+    from scarfx.models.trainer import ordered_stream
 
-    return StreamedTable(batches)
+    return ordered_stream(lambda: tf.data.Dataset.from_tensor_slices(
+        {"numeric": data.numeric[order], "categorical": data.categorical[order], "labels": data.labels[order]}).batch(37),
+        LAYOUT, 2, label_fraction, seed=0, canonical_order_bytes=canonical_order_bytes)
 
 
 def test_canonical_order_does_not_depend_on_the_order_rows_arrive_in():
@@ -181,13 +180,13 @@ def test_the_same_rows_in_another_order_train_the_same_model():
     config = dataclasses.replace(TINY, pretrain_epochs=2, finetune_epochs=2, validation_fraction=0.2)
     test_inputs = _table(50, seed=9).inputs()
 
-    def trained(order, window_rows):
-        result = train_scarf_classifier(_permuted_stream(data, order, window_rows), LAYOUT, 2, config)
+    def trained(order, canonical_order_bytes):
+        result = train_scarf_classifier(_permuted_stream(data, order, canonical_order_bytes), LAYOUT, 2, config)
         summary = {k: result.summary[k] for k in ("finetune_labelled_rows", "pretrain_train_rows", "finetune_train_rows",
                                                   "pretrain_best_val_info_nce", "finetune_best_val_loss")}
         return summary, result.classifier.predict(test_inputs, verbose=0)
 
-    (first_summary, first), (second_summary, second) = (trained(o, 1000) for o in orders)
+    (first_summary, first), (second_summary, second) = (trained(o, config.canonical_order_bytes) for o in orders)
     assert first_summary == second_summary
     np.testing.assert_array_equal(first, second)
     # What the canonical order buys: `first` is what the canonical order itself trains when

@@ -42,6 +42,7 @@ import pandas as pd
 import psutil
 
 from scarfx.components.metadata import connect, run_ids, run_outcome
+from scarfx.components.report import read_training_summary
 
 LABEL = "big_tipper"
 LEAKY = "tips"
@@ -229,6 +230,8 @@ def run_scarfx(csv_path: str, root: str, log_path: str, config: str | None = Non
     mb = 1024 * 1024
     return {
         "wall_s": round(wall, 1),
+        "metrics": {k: round(v, 4) for k, v in sorted(record.metrics.items())},
+        "training": read_training_summary(record.model_run_uri).get("summary", {}) if record.model_run_uri else {},
         "components_s": {k: round(v, 1) for k, v in sorted(record.seconds.items())},
         "cached": record.cached,
         "peak_rss_mb": round(rss.peak / mb),

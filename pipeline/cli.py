@@ -78,16 +78,9 @@ def config_from_args(args) -> PipelineConfig:
 
 
 def _training_summary(model_run_uri: str | None) -> dict:
-    import json
-    import os
+    from scarfx.components.report import read_training_summary
 
-    from scarfx.models.features import SUMMARY_FILE
-
-    path = os.path.join(model_run_uri or "", SUMMARY_FILE)
-    if not model_run_uri or not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f).get("summary", {})
+    return read_training_summary(model_run_uri).get("summary", {}) if model_run_uri else {}
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:

@@ -20,7 +20,14 @@ from scarfx.models.network import average_classifiers, build_classifier, build_e
 from scarfx.models.scarf_config import ScarfConfig
 from scarfx.models.sources import TableSource, TableSurvey, as_source
 from scarfx.models.tabular_data import FeatureLayout, TabularData
-from scarfx.models.training import _build_for, _callbacks, _history, _shard_by_data, _training_dataset
+from scarfx.models.training import (
+    _build_for,
+    _callbacks,
+    _history,
+    _shard_by_data,
+    _training_dataset,
+    within_step_budget,
+)
 
 
 @keras.saving.register_keras_serializable(package="scarfx")
@@ -146,8 +153,11 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
     # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
     # An epoch length given explicitly (steps_per_epoch) is taken as it is.
     scale = 1 if config.steps_per_epoch else max(1, math.ceil(config.min_steps_per_epoch / steps))
-    stage_config = dataclasses.replace(config, patience=config.patience * scale,
-                                       finetune_epochs=config.finetune_epochs * scale)
+    # The fine-tuning budget is shared by the members.
+    member_budget = config.finetune_max_steps // config.ensemble_size if config.finetune_max_steps else None
+    steps, epochs = within_step_budget(steps, config.finetune_epochs * scale, member_budget,
+                                       bool(config.steps_per_epoch), min_steps)
+    stage_config = dataclasses.replace(config, patience=config.patience * scale, finetune_epochs=epochs)
     val_ds = _shard_by_data(val.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)) if val is not None else None
 
     def fit(model, log):

@@ -25,6 +25,7 @@ from scarfx.models.training import (
     _shard_by_data,
     _steady_rate,
     _training_dataset,
+    within_step_budget,
 )
 
 VALIDATION_SEED_STREAM = -1  # second half of the validation key; train steps use 0, 1, 2, ...
@@ -85,14 +86,16 @@ def pretrain(encoder, data: "TabularData | TableSource", layout: FeatureLayout, 
         clean, corrupted = make_fixed_validation_pairs(_materialize(source.pretrain_rows(True), val_count), bank,
                                                        config.corruption_rate, config.seed)
         val_ds = _shard_by_data(tf.data.Dataset.from_tensor_slices((clean, corrupted)).batch(batch))
+    steps, epochs = within_step_budget(steps, config.pretrain_epochs, config.pretrain_max_steps,
+                                       bool(config.steps_per_epoch), config.min_steps_per_epoch)
     patience = config.patience if config.pretrain_patience is None else config.pretrain_patience
     callbacks, timer, stopper = _callbacks(
-        lambda logs: (-logs["val_loss"],), dataclasses.replace(config, patience=patience), log_dir, "pretrain",
-        val_ds is not None,
+        lambda logs: (-logs["val_loss"],), dataclasses.replace(config, patience=patience, pretrain_epochs=epochs),
+        log_dir, "pretrain", val_ds is not None,
     )
     with strategy.scope():
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.pretrain_epochs, steps_per_epoch=steps,
+            train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
             validation_steps=config.validation_steps if val_ds is not None else None, callbacks=callbacks, verbose=0,
         )
     hist = _history(history)

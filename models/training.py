@@ -168,6 +168,21 @@ def _training_dataset(rows: tf.data.Dataset, count: int, shuffle_buffer: int, co
     return ds, steps, batch
 
 
+def within_step_budget(steps: int, epochs: int, max_steps: int | None, explicit_epoch: bool,
+                       min_steps: int = 1) -> tuple[int, int]:
+    """(steps per epoch, epoch cap) that fit `max_steps` optimizer steps in all.
+
+    Nothing changes when the budget does not bind. When it does, an epoch of one pass is
+    shortened to max_steps / epochs steps (but >= min_steps), so early stopping keeps its
+    number of checks; an epoch length the user gave (`explicit_epoch`) is kept and the
+    epoch cap lowered instead."""
+    if not max_steps or steps * epochs <= max_steps:
+        return steps, epochs
+    if not explicit_epoch:
+        steps = max(min_steps, max_steps // epochs, 1)
+    return steps, max(1, min(epochs, max_steps // steps))
+
+
 def _materialize(rows: tf.data.Dataset, count: int) -> TabularData:
     """The first `count` (bounded) rows of input dicts as arrays."""
     batch = next(iter(rows.batch(count).take(1)))

@@ -3,6 +3,7 @@ label-scarce fine-tuning, learning on synthetic data, TensorBoard logs, and the
 classifier's SavedModel round trip. Training runs use small widths and few epochs."""
 import dataclasses
 import json
+import math
 import os
 
 import keras
@@ -17,7 +18,7 @@ from scarfx.models.pretraining import make_fixed_validation_pairs
 from scarfx.models.scarf import train_scarf_classifier
 from scarfx.models.scarf_config import ScarfConfig
 from scarfx.models.tabular_data import FeatureLayout, TabularData
-from scarfx.models.training import BestEpochStopping
+from scarfx.models.training import BestEpochStopping, within_step_budget
 
 SMALL = ScarfConfig(encoder_depth=2, encoder_width=32, head_width=32, batch_size=64, pretrain_epochs=3,
                     finetune_epochs=15, seed=1)
@@ -315,3 +316,44 @@ def test_rejects_unusable_inputs_before_training():
         train_scarf_classifier(TabularData(data.numeric, bad_ids, data.labels), layout, 2, SMALL)
     with pytest.raises(ValueError, match="expected numeric"):
         train_scarf_classifier(TabularData(data.numeric[:, :3], data.categorical, data.labels), layout, 2, SMALL)
+
+
+@pytest.mark.parametrize(
+    "steps,epochs,budget,explicit,min_steps,expected",
+    [
+        (100, 30, None, False, 1, (100, 30)),  # no budget
+        (100, 30, 3000, False, 1, (100, 30)),  # fits exactly: unchanged
+        (1170, 30, 20_000, False, 20, (666, 30)),  # a long pass: shorter epochs, as many checks
+        (1170, 30, 20_000, True, 20, (1170, 17)),  # an epoch length the user gave: fewer epochs
+        (1170, 50, 400, False, 20, (20, 20)),  # never below min_steps: fewer epochs instead
+        (5000, 3, 10, True, 1, (5000, 1)),  # at least one epoch
+    ],
+)
+def test_within_step_budget(steps, epochs, budget, explicit, min_steps, expected):
+    assert within_step_budget(steps, epochs, budget, explicit, min_steps) == expected
+
+
+def test_step_budgets_bound_both_stages_and_the_members_share_the_fine_tuning_budget():
+    data, layout = synthetic(1500)
+    free = dataclasses.replace(SMALL, encoder_depth=1, encoder_width=16, head_width=16, pretrain_epochs=3,
+                               finetune_epochs=3, patience=10, min_steps_per_epoch=1, ensemble_size=2,
+                               pretrain_max_steps=None, finetune_max_steps=None)
+    budget = dataclasses.replace(free, pretrain_max_steps=6, finetune_max_steps=12)
+    unbounded = train_scarf_classifier(data, layout, 2, free).summary
+    bounded = train_scarf_classifier(data, layout, 2, budget).summary
+    assert unbounded["pretrain_steps_per_epoch"] > 2 and unbounded["finetune_steps_per_epoch"] > 2
+    assert bounded["pretrain_steps_per_epoch"] == 2 and bounded["pretrain_epochs_run"] == 3  # 6 steps in 3 checks
+    assert bounded["finetune_steps_per_epoch"] == 2 and bounded["finetune_epochs_run"] == 3  # 12 / 2 members
+
+
+def test_default_step_budgets_leave_a_demo_sized_table_unchanged():
+    """The budgets bind only past ~85k pretraining rows: a 15k-row table's epoch caps fit."""
+    config = ScarfConfig()
+    rows = 15_000
+    pretrain_steps = math.ceil(rows * (1 - config.validation_fraction) / config.batch_size)
+    assert within_step_budget(pretrain_steps, config.pretrain_epochs, config.pretrain_max_steps, False) \
+        == (pretrain_steps, config.pretrain_epochs)
+    member_steps = math.ceil(rows * (1 - 1 / config.ensemble_size) / config.batch_size)
+    assert within_step_budget(member_steps, config.finetune_epochs,
+                              config.finetune_max_steps // config.ensemble_size, False) \
+        == (member_steps, config.finetune_epochs)

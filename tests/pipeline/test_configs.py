@@ -35,6 +35,7 @@ def test_yaml_overlay_and_unknown_keys(tmp_path):
         ({"data": "x.csv", "label": "y", "scarf": {"validation_steps": 0}}, r"scarf\.validation_steps must be >= 1 or unset"),
         ({"data": "x.csv", "label": "y", "scarf": {"canonical_order_bytes": -1}}, r"scarf\.canonical_order_bytes must be >= 0"),
         ({"data": "x.csv", "label": "y", "scarf": {"pretrain_patience": 0}}, r"scarf\.pretrain_patience must be >= 1"),
+        ({"data": "x.csv", "label": "y", "scarf": {"finetune_max_steps": 0}}, r"scarf\.finetune_max_steps must be >= 1"),
     ],
 )
 def test_invalid_settings(values, message):

@@ -120,3 +120,21 @@ def test_a_wide_table_is_explained_within_the_budget_and_still_finds_the_signal(
     # fraction of the 10 permutations of every row the explainer took before the budget.
     assert sum(calls) <= 2 * rows * evals * 16
     assert sum(calls) < 0.25 * 64 * 10 * (2 * m + 1) * 16
+
+
+def test_background_shrinks_past_100_features_so_a_rows_masked_copies_stay_small():
+    assert [attributions.background_size(m) for m in (17, 100, 300, 1000, 3000)] == [32, 32, 10, 8, 8]
+    assert attributions.background_size(17, rows=5) == 5  # never more than asked for
+    rng = np.random.default_rng(3)
+    m = 400
+    matrix = rng.normal(size=(40, m))
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        p = 1 / (1 + np.exp(-x[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+
+    attributions.explain(predict, matrix, [f"f{i}" for i in range(m)], background_rows=32, explain_rows=8)
+    # The largest model call is one row's masked copies: (2M + 1) x the shrunk background.
+    assert max(calls) <= (2 * m + 1) * attributions.background_size(m) < (2 * m + 1) * 32

@@ -107,9 +107,9 @@ class ScarfConfig:
     # so the 20 benchmark tables and the 15k-row demo train exactly as without them. On a
     # large table the epochs of a pass would otherwise grow with the rows *and* run longer
     # (the validation loss keeps falling), making the Trainer superlinear in rows (150k
-    # rows: 30 pretraining epochs, fine-tuning best epochs 21-30). When a budget binds, an
-    # epoch is shortened to budget / epoch cap steps, so early stopping keeps its usual
-    # number of checks inside the budget.
+    # rows: 30 pretraining epochs, fine-tuning best epochs 21-30). When a budget binds, the
+    # epoch cap is lowered to fit it; a pass longer than a tenth of the budget is cut, so
+    # early stopping still gets 10 checks (models/training.py: within_step_budget).
     pretrain_max_steps: int | None = 20_000
     finetune_max_steps: int | None = 40_000
     # The global batch (batch_size) is split across the strategy's replicas.

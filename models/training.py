@@ -168,18 +168,23 @@ def _training_dataset(rows: tf.data.Dataset, count: int, shuffle_buffer: int, co
     return ds, steps, batch
 
 
+# When a step budget binds, an epoch (one validation check) is at most budget / this many
+# steps, so early stopping still gets this many checks within the budget.
+BUDGET_CHECKS = 10
+
+
 def within_step_budget(steps: int, epochs: int, max_steps: int | None, explicit_epoch: bool,
                        min_steps: int = 1) -> tuple[int, int]:
     """(steps per epoch, epoch cap) that fit `max_steps` optimizer steps in all.
 
-    Nothing changes when the budget does not bind. When it does, an epoch of one pass is
-    shortened to max_steps / epochs steps (but >= min_steps), so early stopping keeps its
-    number of checks; an epoch length the user gave (`explicit_epoch`) is kept and the
-    epoch cap lowered instead."""
+    Nothing changes when the budget does not bind. When it does, the epoch cap is lowered
+    first: an epoch stays one pass (so patience and min_delta keep their meaning) unless a
+    pass is longer than max_steps / BUDGET_CHECKS (but >= min_steps) steps, the length it
+    is then cut to. An epoch length the user gave (`explicit_epoch`) is never cut."""
     if not max_steps or steps * epochs <= max_steps:
         return steps, epochs
     if not explicit_epoch:
-        steps = max(min_steps, max_steps // epochs, 1)
+        steps = max(min_steps, min(steps, max_steps // BUDGET_CHECKS), 1)
     return steps, max(1, min(epochs, max_steps // steps))
 
 

@@ -323,9 +323,11 @@ def test_rejects_unusable_inputs_before_training():
     [
         (100, 30, None, False, 1, (100, 30)),  # no budget
         (100, 30, 3000, False, 1, (100, 30)),  # fits exactly: unchanged
-        (1170, 30, 20_000, False, 20, (666, 30)),  # a long pass: shorter epochs, as many checks
-        (1170, 30, 20_000, True, 20, (1170, 17)),  # an epoch length the user gave: fewer epochs
-        (1170, 50, 400, False, 20, (20, 20)),  # never below min_steps: fewer epochs instead
+        (843, 30, 20_000, False, 20, (843, 23)),  # a pass is < budget / 10: fewer epochs of a pass
+        (752, 50, 8_000, False, 20, (752, 10)),
+        (8_430, 30, 20_000, False, 20, (2_000, 10)),  # a longer pass: cut, 10 checks in the budget
+        (8_430, 30, 20_000, True, 20, (8_430, 2)),  # an epoch length the user gave is kept
+        (1170, 50, 100, False, 20, (20, 5)),  # never below min_steps
         (5000, 3, 10, True, 1, (5000, 1)),  # at least one epoch
     ],
 )
@@ -338,12 +340,14 @@ def test_step_budgets_bound_both_stages_and_the_members_share_the_fine_tuning_bu
     free = dataclasses.replace(SMALL, encoder_depth=1, encoder_width=16, head_width=16, pretrain_epochs=3,
                                finetune_epochs=3, patience=10, min_steps_per_epoch=1, ensemble_size=2,
                                pretrain_max_steps=None, finetune_max_steps=None)
-    budget = dataclasses.replace(free, pretrain_max_steps=6, finetune_max_steps=12)
+    budget = dataclasses.replace(free, pretrain_max_steps=20, finetune_max_steps=40)
     unbounded = train_scarf_classifier(data, layout, 2, free).summary
     bounded = train_scarf_classifier(data, layout, 2, budget).summary
     assert unbounded["pretrain_steps_per_epoch"] > 2 and unbounded["finetune_steps_per_epoch"] > 2
-    assert bounded["pretrain_steps_per_epoch"] == 2 and bounded["pretrain_epochs_run"] == 3  # 6 steps in 3 checks
-    assert bounded["finetune_steps_per_epoch"] == 2 and bounded["finetune_epochs_run"] == 3  # 12 / 2 members
+    # 20 steps: epochs cut to 20 / 10 = 2 steps, and the 3-epoch cap then fits.
+    assert bounded["pretrain_steps_per_epoch"] == 2 and bounded["pretrain_epochs_run"] == 3
+    # 40 steps shared by 2 members: 20 each, the same cut.
+    assert bounded["finetune_steps_per_epoch"] == 2 and bounded["finetune_epochs_run"] == 3
 
 
 def test_default_step_budgets_leave_a_demo_sized_table_unchanged():

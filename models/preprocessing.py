@@ -77,14 +77,14 @@ def _to_dense_with_mask(x: tf.Tensor | tf.SparseTensor) -> tuple[tf.Tensor, tf.T
     return x, tf.ones_like(x, dtype=tf.bool)
 
 
-def _numeric_columns(columns: dict[str, Any], dtype: tf.DType = tf.float32) -> tf.Tensor:
-    """[B, D] `dtype` of D numeric features (raw inputs or [B] derived tensors); a missing, NaN
-    or inf cell is NaN (missing, not a value).
+def _numeric_columns(columns: dict[str, Any], dtype: tf.DType = tf.float32) -> list[tf.Tensor]:
+    """One [B, 1] `dtype` column per numeric feature (raw inputs or [B] derived tensors); a
+    missing, NaN or inf cell is NaN (missing, not a value).
 
-    Two or three ops per column (slice, cast, to_dense), sharing their constants: the
-    Transform graph is imported several times per run, and with the generic
+    A handful of ops per column (slice, cast, to_dense, the NaN mask), sharing their
+    constants: the Transform graph is imported several times per run, and with the generic
     `_to_dense_with_mask` (about 80 ops a column) its size dominated Transform's time on
-    wide tables (300 columns: 26,000 ops, 5,000 now).
+    wide tables (300 columns: 26,000 ops).
     """
     nan = tf.constant(float("nan"), dtype)
     start = tf.zeros([2], tf.int64)
@@ -99,25 +99,30 @@ def _numeric_columns(columns: dict[str, Any], dtype: tf.DType = tf.float32) -> t
             # The first value of each row (CSV cells are scalars); an absent cell is NaN.
             first = tf.sparse.slice(x, start, shape)
             first = tf.SparseTensor(first.indices, tf.cast(first.values, dtype), shape)
-            dense.append(tf.sparse.to_dense(first, default_value=nan))
+            column = tf.sparse.to_dense(first, default_value=nan)
         else:
-            dense.append(tf.reshape(tf.cast(x, dtype), [-1, 1]))
-    values = tf.concat(dense, axis=1)
-    return tf.where(tf.math.is_finite(values), values, nan)
+            column = tf.reshape(tf.cast(x, dtype), [-1, 1])
+        dense.append(tf.where(tf.math.is_finite(column), column, nan))
+    return dense
 
 
-def _zscore(values: tf.Tensor, z_clip: float) -> tf.Tensor:
-    """[B, D] float64 with NaN = missing -> float32 z-score of each column over its observed
+def _zscore(columns: list[tf.Tensor], z_clip: float) -> list[tf.Tensor]:
+    """[B, 1] float64 columns with NaN = missing -> float32 z-scores of each over its observed
     training values, NaN kept.
 
     One mean and one variance analyzer over all D columns (reduce_instance_dims=False),
     not two per column: TFT's mean/var skip NaN element by element, so each column's
     statistics are those of its observed values, as with a per-column boolean mask.
+    Each output is then computed from its own column only: the stacked matrix feeds the
+    analyzers alone, so in the written graph feature i depends on raw feature i, not on
+    all D (tft's transform layer walks every output's sources when it loads, which is
+    O(D^2) when each depends on all: 1,000 columns took minutes at export).
     In float64: float32 sums of large values (census tracts ~1.7e10, longitudes ~-87.6
     over many rows) lose digits, and Beam combines the partial sums in no fixed order, so
     the float32 statistics came out different on every run (taxi z-scores by up to 0.007)
     and the Trainer with them. In float64 the differences stay below float32's precision.
     """
+    values = tf.concat(columns, axis=1)
     # [D], stated: in tf.compat.v1 graphs (the Transform component's mode) TFT 1.16 binds
     # a one-column float64 statistic as a scalar constant, which the ops reading it reject.
     mean = tf.reshape(tft.mean(values, reduce_instance_dims=False, output_dtype=tf.float64), [-1])
@@ -125,7 +130,9 @@ def _zscore(values: tf.Tensor, z_clip: float) -> tf.Tensor:
     # A column that is entirely missing (or constant) carries no signal: map it to 0.
     mean = tf.where(tf.math.is_finite(mean), mean, tf.constant(0.0, tf.float64))
     std = tf.where(tf.math.is_finite(var) & (var > 0.0), tf.sqrt(var), tf.constant(1.0, tf.float64))
-    return tf.cast(tf.clip_by_value((values - mean) / std, -z_clip, z_clip), tf.float32)
+    means, stds = tf.unstack(mean, num=len(columns)), tf.unstack(std, num=len(columns))
+    low, high = tf.constant(-z_clip, tf.float64), tf.constant(z_clip, tf.float64)  # shared, not per column
+    return [tf.cast(tf.minimum(tf.maximum((c - m) / d, low), high), tf.float32) for c, m, d in zip(columns, means, stds)]
 
 
 def empirical_cdf(values: tf.Tensor, knots: tf.Tensor) -> tf.Tensor:
@@ -155,12 +162,14 @@ def empirical_cdf(values: tf.Tensor, knots: tf.Tensor) -> tf.Tensor:
     return tf.transpose(tf.where(tf.math.is_nan(columns), columns, u))
 
 
-def _quantile_normal(values: tf.Tensor, num_quantiles: int) -> tf.Tensor:
-    """[B, D] with NaN = missing -> Φ⁻¹(empirical CDF of the training rows), NaN kept.
+def _quantile_normal(columns: list[tf.Tensor], num_quantiles: int) -> list[tf.Tensor]:
+    """[B, 1] columns with NaN = missing -> Φ⁻¹(empirical CDF of the training rows), NaN kept.
 
     One analyzer per statistic over all D columns (reduce_instance_dims=False), not D of
-    them: tft.quantiles ignores NaN, min/max get ±inf in place of NaN.
+    them: tft.quantiles ignores NaN, min/max get ±inf in place of NaN. Each output is
+    encoded from its own column and knots only (see `_zscore` for why).
     """
+    values = tf.concat(columns, axis=1)
     nan = tf.math.is_nan(values)
     quantiles = tft.quantiles(values, num_quantiles, epsilon=0.25 / num_quantiles, reduce_instance_dims=False)
     low = tft.min(tf.where(nan, float("inf"), values), reduce_instance_dims=False)
@@ -168,8 +177,11 @@ def _quantile_normal(values: tf.Tensor, num_quantiles: int) -> tf.Tensor:
     knots = tf.concat([low[:, tf.newaxis], tf.reshape(quantiles, [tf.shape(low)[0], -1]), high[:, tf.newaxis]], axis=1)
     # A column with no observed training value has no CDF: everything maps to u = 0.5.
     knots = tf.sort(tf.where(tf.math.is_finite(knots), knots, 0.0), axis=1)
-    u = tf.clip_by_value(empirical_cdf(values, knots), QUANTILE_NORMAL_EPSILON, 1.0 - QUANTILE_NORMAL_EPSILON)
-    return tf.math.ndtri(u)
+    encoded = []
+    for column, column_knots in zip(columns, tf.unstack(knots, num=len(columns))):
+        u = empirical_cdf(column, column_knots[tf.newaxis, :])
+        encoded.append(tf.math.ndtri(tf.clip_by_value(u, QUANTILE_NORMAL_EPSILON, 1.0 - QUANTILE_NORMAL_EPSILON)))
+    return encoded
 
 
 def _is_na(strings: tf.Tensor, na_values) -> tf.Tensor:
@@ -272,13 +284,14 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any] | Non
         else:
             numeric[name] = x
     if numeric:
-        # Statistics of all numeric columns at once ([B, D]); still one output per feature.
+        # Statistics of all numeric columns at once ([B, D]); one output per feature, from its column.
         if config["numeric_encoding"] == "quantile_normal":
             encoded = _quantile_normal(_numeric_columns(numeric), int(config["num_quantiles"]))
         else:
             encoded = _zscore(_numeric_columns(numeric, tf.float64), config["z_clip"])
-        for name, column in zip(numeric, tf.unstack(encoded, num=len(numeric), axis=1)):
-            outputs[features.numeric_name(name)] = column
+        flat = tf.constant([-1])
+        for name, column in zip(numeric, encoded):
+            outputs[features.numeric_name(name)] = tf.reshape(column, flat)
 
     strings, present = _label_strings(inputs[label], config["na_values"])
     # Vocabulary only over labelled rows; ordered by frequency, ties by value.

@@ -127,7 +127,7 @@ class MemberNetwork:
 def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_count: int, shuffle_buffer: int,
                 val: tf.data.Dataset | None, num_classes: int, config: ScarfConfig, k: int, log_dir=None,
                 bank: FeatureBank | None = None, strategy: tf.distribute.Strategy | None = None,
-                network: MemberNetwork | None = None):
+                network: MemberNetwork | None = None, max_steps: int | None = None):
     """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on the
     `train` rows ((inputs, label), unbatched) and early-stopped on `val`. Returns (member,
     history, best epoch or None, steps per epoch).
@@ -153,9 +153,8 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
     # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
     # An epoch length given explicitly (steps_per_epoch) is taken as it is.
     scale = 1 if config.steps_per_epoch else max(1, math.ceil(config.min_steps_per_epoch / steps))
-    # The fine-tuning budget is shared by the members.
-    member_budget = config.finetune_max_steps // config.ensemble_size if config.finetune_max_steps else None
-    steps, epochs = within_step_budget(steps, config.finetune_epochs * scale, member_budget,
+    # `max_steps`: this member's share of the fine-tuning budget (at most).
+    steps, epochs = within_step_budget(steps, config.finetune_epochs * scale, max_steps,
                                        bool(config.steps_per_epoch), min_steps)
     stage_config = dataclasses.replace(config, patience=config.patience * scale, finetune_epochs=epochs)
     val_ds = _shard_by_data(val.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)) if val is not None else None
@@ -263,6 +262,8 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
                 break
         members, histories, best_epochs, best_losses, epochs_run, steps_run = [], [], [], [], [], []
         network = MemberNetwork()
+        # The budget is shared by the members actually fitted (one holdout on few rows).
+        member_budget = config.finetune_max_steps // len(survey.finetune_splits) if config.finetune_max_steps else None
         for k, (train_count, val_count) in enumerate(survey.finetune_splits):
             train = source.labelled_rows(k, validation=False)
             if pseudo is not None:
@@ -271,7 +272,8 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             val = source.labelled_rows(k, validation=True) if val_count else None
             member, hist, best, steps = _fit_member(encoder, layout, train, train_count,
                                              source.shuffle_buffer(train_count, config), val, num_classes, config, k,
-                                             log_dir if k == 0 and round_ == 0 else None, bank, strategy, network)
+                                             log_dir if k == 0 and round_ == 0 else None, bank, strategy, network,
+                                             member_budget)
             members.append(member)
             histories.append(hist)
             epochs_run.append(len(hist.get("loss", [])))

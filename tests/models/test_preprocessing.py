@@ -314,8 +314,8 @@ def test_each_numeric_column_adds_a_few_ops_to_the_transform_graph():
     """Transform imports its graph several times per run, so on wide tables the graph's size is
     Transform's time: a numeric column (VarLen, as the pipeline parses every raw feature) may add
     only a handful of ops (about 80 each before, 26,000 ops for 300 columns). 15 today: its
-    3 input placeholders, 3 to densify, 2 for the NaN mask, 6 to encode it from its own column
-    (see the test below), 1 reshape."""
+    3 input placeholders, 3 to densify, 2 for the NaN mask, 5 to encode it from its own column
+    (see the test below), a reshape and a constant."""
 
     def ops(columns: int) -> int:
         with tf.compat.v1.Graph().as_default() as graph:

@@ -361,3 +361,18 @@ def test_default_step_budgets_leave_a_demo_sized_table_unchanged():
     assert within_step_budget(member_steps, config.finetune_epochs,
                               config.finetune_max_steps // config.ensemble_size, False) \
         == (member_steps, config.finetune_epochs)
+
+
+def test_one_holdout_member_gets_the_whole_fine_tuning_budget():
+    """On too few labelled rows for K folds the ensemble is one member; the budget is shared by
+    the members fitted, not by `ensemble_size` (which would leave it a fifth)."""
+    data, layout = synthetic(600)
+    labels = np.full(len(data), -1, np.int64)
+    labels[:12] = data.labels[:12]  # 12 labelled rows < 4 x 5: one stratified holdout
+    scarce = TabularData(data.numeric, data.categorical, labels)
+    config = dataclasses.replace(SMALL, encoder_depth=1, encoder_width=16, head_width=16, pretrain_epochs=1,
+                                 finetune_epochs=30, patience=100, min_steps_per_epoch=1, ensemble_size=5,
+                                 finetune_max_steps=40)
+    s = train_scarf_classifier(scarce, layout, 2, config).summary
+    assert s["ensemble_size"] == 1
+    assert s["finetune_steps_per_epoch"] == 1 and s["finetune_epochs_run"] == 30  # 30 <= 40; a fifth would be 8

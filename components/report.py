@@ -48,7 +48,7 @@ OutputArtifact = tfx.dsl.components.OutputArtifact
 Parameter = tfx.dsl.components.Parameter
 
 # Eval rows read for attributions: the first 64 are explained against 32 background rows
-# drawn from all of them. About 6 s per run on 2 busy cores; 4x the rows gave the same ranking.
+# drawn from all of them (2 permutations each: models/attributions.py says why).
 ATTRIBUTION_SAMPLE_ROWS = 128
 EXPLAINED_ROWS = 64
 BACKGROUND_ROWS = 32

@@ -88,13 +88,17 @@ def classifier_predict_fn(classifier, layout: FeatureLayout, batch_size: int = 8
 
 
 # The permutation explainer needs 2 * M + 1 evaluations per row for one forward-and-back
-# permutation of M features; 10 permutations keep the estimate's noise small.
-PERMUTATIONS = 10
+# permutation of M features. Two permutations: on the e2e taxi model (16 features, a
+# 5-member ensemble) the ranking of mean |SHAP| over 64 rows agreed with a 256-row,
+# 10-permutation reference as well as 10 permutations did (Spearman 0.93 vs 0.92, same
+# top 5), and per-row values as closely (relative error 0.18 vs 0.17: the background
+# sample, not the permutations, dominates), at a fifth of the model calls (17 -> 3.4 s).
+PERMUTATIONS = 2
 # Evaluations (each on every background row) for all explained rows together: 64 rows x 10
-# permutations up to 50 features. Past that, fewer permutations, then fewer rows, so the
-# cost stays linear in M (an evaluation costs ~M) instead of M^2: at 300 features one
-# permutation of all 64 rows, at 1,000 features one permutation of 32 rows.
-EVALUATION_BUDGET = 64 * PERMUTATIONS * (2 * 50 + 1)
+# permutations of 50 features. Past what 64 rows x PERMUTATIONS need, fewer permutations,
+# then fewer rows, so the cost stays linear in M (an evaluation costs ~M) instead of M^2:
+# at 300 features one permutation of all 64 rows, at 1,000 features one permutation of 32 rows.
+EVALUATION_BUDGET = 64 * 10 * (2 * 50 + 1)
 MIN_EXPLAINED_ROWS = 8
 
 

@@ -130,8 +130,7 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
                 network: MemberNetwork | None = None, max_steps: int | None = None):
     """One ensemble member: a copy of `encoder` plus a fresh softmax layer, fitted on the
     `train` rows ((inputs, label), unbatched) and early-stopped on `val`. Returns (member,
-    history, best epoch or None, steps per epoch, every epoch's weights or None: kept only
-    for pooled stopping).
+    history, best epoch or None, steps per epoch).
 
     Fitted in `network` (reset to the member's start) when one is given and the member
     needs a single compile: one replica, no linear probe. With `linear_probe`, the softmax
@@ -170,8 +169,7 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
             )
         hist = _history(history)
         hist["train_seconds"] = [float(x) for x in timer.train_seconds]
-        snapshots = stopper.snapshots if stopper is not None and stopper.keep_snapshots else None
-        return hist, (stopper.best_epoch if stopper is not None else None), snapshots
+        return hist, (stopper.best_epoch if stopper is not None else None)
 
     jit = strategy.num_replicas_in_sync == 1
     learning_rate = config.learning_rate * config.finetune_learning_rate_multiplier
@@ -184,9 +182,9 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         model = network.compiled(lambda: _member_start(encoder, layout, num_classes, config, k, strategy),
                                  compile_model)
         network.reset(member)
-        hist, best, snapshots = fit(model, log_dir)
+        hist, best = fit(model, log_dir)
         member.set_weights(model.get_weights())
-        return member, hist, best, steps, snapshots
+        return member, hist, best, steps
     if config.linear_probe:
         member_encoder.trainable = False
         with strategy.scope():
@@ -196,17 +194,8 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         member_encoder.trainable = True
     compile_model(member, member_encoder)
     _build_for(strategy, member, lambda: member.trainable_variables)
-    hist, best, snapshots = fit(member, log_dir)
-    return member, hist, best, steps, snapshots
-
-
-def pooled_best_epoch(val_losses: list[list[float]], weights: list[float]) -> int:
-    """The epoch whose validation loss, averaged over the members' folds (weighted by fold
-    size), is lowest. A member that stopped before an epoch counts with its last loss."""
-    length = max(len(losses) for losses in val_losses)
-    curves = np.array([list(losses) + [losses[-1]] * (length - len(losses)) for losses in val_losses])
-    pooled = np.average(np.where(np.isfinite(curves), curves, np.inf), axis=0, weights=weights)
-    return int(np.argmin(pooled))
+    hist, best = fit(member, log_dir)
+    return member, hist, best, steps
 
 
 PREDICT_BATCH = 4096
@@ -272,7 +261,6 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             if len(pseudo) == 0:
                 break
         members, histories, best_epochs, best_losses, epochs_run, steps_run = [], [], [], [], [], []
-        snapshots, val_counts = [], []
         network = MemberNetwork()
         # The budget is shared by the members actually fitted (one holdout on few rows).
         member_budget = config.finetune_max_steps // len(survey.finetune_splits) if config.finetune_max_steps else None
@@ -282,7 +270,7 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
                 train = train.concatenate(tf.data.Dataset.from_tensor_slices((pseudo.inputs(), pseudo.labels)))
                 train_count += len(pseudo)
             val = source.labelled_rows(k, validation=True) if val_count else None
-            member, hist, best, steps, member_snapshots = _fit_member(encoder, layout, train, train_count,
+            member, hist, best, steps = _fit_member(encoder, layout, train, train_count,
                                              source.shuffle_buffer(train_count, config), val, num_classes, config, k,
                                              log_dir if k == 0 and round_ == 0 else None, bank, strategy, network,
                                              member_budget)
@@ -293,18 +281,6 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             if best is not None:
                 best_epochs.append(best + 1)
                 best_losses.append(float(hist["val_loss"][best]))
-            if member_snapshots:
-                snapshots.append(member_snapshots)
-                val_counts.append(val_count)
-        if len(snapshots) > 1 and len(snapshots) == len(members):
-            pooled = pooled_best_epoch([h["val_loss"] for h in histories], val_counts)
-            best_epochs, best_losses = [], []
-            for member, member_snapshots, hist in zip(members, snapshots, histories):
-                epoch = min(pooled, len(member_snapshots) - 1)
-                member.set_weights(member_snapshots[epoch])
-                best_epochs.append(epoch + 1)
-                best_losses.append(float(hist["val_loss"][epoch]))
-            del snapshots
         classifier = average_classifiers(members, layout)
         # The curves and best epochs reported are those of the model returned: the last round's.
         first_history = histories[0]

@@ -52,11 +52,6 @@ class ScarfConfig:
     # the first such epoch, out of early stopping's reach. Smaller epochs are validated
     # more often, with patience and the epoch cap scaled to the same number of steps.
     finetune_min_steps_per_epoch: int | None = None
-    # Pooled early stopping for an ensemble: each member still early-stops on its own fold,
-    # but all members then take their weights from one epoch, the one whose validation
-    # log-loss averaged over the K folds (every labelled row, out of fold) is lowest. A
-    # fold of a small table is a dozen rows, so its own best epoch is mostly noise.
-    finetune_pooled_stopping: bool = False
     # A fine-tuning epoch improves only if the monitored value gains more than this.
     finetune_min_delta: float = 0.001
     # Fine-tuning augmentation with SCARF's corruption (0 = off): this share of each

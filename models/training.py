@@ -52,13 +52,11 @@ class BestEpochStopping(keras.callbacks.Callback):
     towards 0 while the model overfits, and such creeping must not keep it training.
     """
 
-    def __init__(self, key, patience: int, min_delta: float = 0.0, keep_snapshots: bool = False):
+    def __init__(self, key, patience: int, min_delta: float = 0.0):
         super().__init__()
         self.key = key
         self.patience = patience
         self.min_delta = float(min_delta)
-        # Every epoch's weights, for a best epoch chosen afterwards (pooled stopping).
-        self.keep_snapshots = keep_snapshots
 
     def _improves(self, current: tuple) -> bool:
         if any(math.isnan(v) for v in current):
@@ -69,15 +67,12 @@ class BestEpochStopping(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
-        self.snapshots = []
 
     def on_epoch_end(self, epoch, logs=None):
         current = tuple(float(v) for v in self.key(logs or {}))
-        if self.keep_snapshots:
-            self.snapshots.append(self.model.get_weights())
         if self._improves(current):
             self.best, self.best_epoch, self.wait = current, epoch, 0
-            self.best_weights = self.snapshots[-1] if self.keep_snapshots else self.model.get_weights()
+            self.best_weights = self.model.get_weights()
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -117,9 +112,7 @@ def _callbacks(key, config: ScarfConfig, log_dir: str | None, stage: str, has_va
     epochs = config.pretrain_epochs if stage == "pretrain" else config.finetune_epochs
     callbacks, stopper = [timer, _EpochProgress(stage, epochs)], None
     if has_validation:
-        finetune = stage == "finetune"
-        stopper = BestEpochStopping(key, config.patience, config.finetune_min_delta if finetune else 0.0,
-                                    keep_snapshots=finetune and config.finetune_pooled_stopping)
+        stopper = BestEpochStopping(key, config.patience, config.finetune_min_delta if stage == "finetune" else 0.0)
         callbacks.append(stopper)
     if log_dir:
         callbacks.append(

@@ -10,14 +10,7 @@ import pytest
 import tensorflow as tf
 
 from scarfx.models.corruption import FeatureBank, augment_with_corruption
-from scarfx.models.finetuning import (
-    EncoderScaledAdamW,
-    _finetune_optimizer,
-    _monitor,
-    fine_tune,
-    pooled_best_epoch,
-    pseudo_labels,
-)
+from scarfx.models.finetuning import EncoderScaledAdamW, _finetune_optimizer, _monitor, fine_tune, pseudo_labels
 from scarfx.models.network import average_classifiers, build_classifier, build_encoder, embedding_dim
 from scarfx.models.scarf import train_scarf_classifier
 from scarfx.models.scarf_config import ScarfConfig
@@ -426,32 +419,3 @@ def test_only_a_pretrained_encoder_gets_the_slower_rate():
     assert type(_finetune_optimizer(TINY, encoder.trainable_variables)) is keras.optimizers.Adam  # multiplier 1
     result = train_scarf_classifier(_table(300), LAYOUT, 2, dataclasses.replace(slow, ensemble_size=1))
     assert result.summary["finetune_epochs_run"] >= 1
-
-
-# ---- pooled early stopping
-
-
-def test_pooled_best_epoch_averages_the_folds_curves_weighted_by_fold_size_and_carries_a_stopped_member():
-    # Alone, member 0 is best at epoch 0 and member 1 at epoch 2; pooled, epoch 2 wins.
-    assert pooled_best_epoch([[0.50, 0.60, 0.70], [0.90, 0.60, 0.30]], [1, 1]) == 2
-    # A larger fold counts more.
-    assert pooled_best_epoch([[0.50, 0.60, 0.70], [0.90, 0.60, 0.30]], [10, 1]) == 0
-    # Member 0 stopped after 2 epochs: its last loss (0.4) stands for epochs 2 and 3; NaN never wins.
-    assert pooled_best_epoch([[0.50, 0.40], [0.80, 0.70, 0.60, float("nan")]], [1, 1]) == 2
-
-
-def test_pooled_stopping_gives_every_member_the_weights_of_the_same_epoch():
-    data = _table(300, seed=3, missing=0.0)
-    config = dataclasses.replace(TINY, ensemble_size=3, finetune_min_delta=0.0, encoder_width=64,
-                                 learning_rate=1e-2, finetune_epochs=12, finetune_pooled_stopping=True)
-    keras.utils.set_random_seed(config.seed)
-    classifier, history, summary = fine_tune(build_encoder(LAYOUT, config), data, LAYOUT, 2, config)
-    epochs = summary["finetune_best_epochs"]
-    assert len(epochs) == 3 and len(set(epochs)) == 1  # one epoch for all (here within every member's run)
-    # Member 0's kept weights are those of its epoch: its validation fold's loss is that epoch's.
-    splits = fine_tuning_splits(data.labels, config)
-    val = data.take(splits[0][1])
-    member = next(layer for layer in classifier.layers if layer.name == "member_0")
-    p = member(val.inputs(), training=False).numpy()
-    log_loss = -np.mean(np.log(np.clip(p[np.arange(len(val)), val.labels], 1e-7, 1.0)))
-    assert log_loss == pytest.approx(history["val_loss"][epochs[0] - 1], rel=1e-4)

@@ -81,10 +81,12 @@ class ScarfConfig:
     pseudo_label_threshold: float = 0.9
     # --- scale (a streamed table: the Trainer's TFRecords; models/scarf.py StreamedTable)
     # A streamed table's rows are put in a canonical order (sorted by a fingerprint of each
-    # row's values) in windows of at most this many bytes before anything reads them, so
-    # the same rows train the same model whatever order Beam wrote them in: splits, label
-    # hiding, the bank and the shuffle all follow stream order. Exact for tables that fit
-    # one window (64 MiB: ~880k rows of 15 features); past that only within windows. 0 = off.
+    # row's values) before anything reads them, so the same rows train the same model
+    # whatever order Beam wrote them in, and a CSV sorted by date is not read by date:
+    # splits, label hiding, the bank and the shuffle all follow stream order. A table of at
+    # most this many bytes (64 MiB: ~880k rows of 15 features) is sorted in memory on each
+    # pass; a longer one is spilled once to the Trainer's temp dir by fingerprint range and
+    # read back one sorted range at a time: the same order (models/row_order.py). 0 = off.
     canonical_order_bytes: int = 64 * 2**20
     # Rows in the shuffle buffer of a streamed table (an in-memory one is shuffled whole).
     shuffle_buffer: int = 100_000

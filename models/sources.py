@@ -108,41 +108,6 @@ def row_hash_unit(rows: tf.Tensor, seed: int, salt: str) -> tf.Tensor:
     return tf.cast(tf.strings.to_hash_bucket_fast(keys, _HASH_BUCKETS), tf.float64) / _HASH_BUCKETS
 
 
-def row_fingerprints(batch: dict) -> tf.Tensor:
-    """int64 [B]: a fingerprint of each row's bytes (numeric, categorical, label), so the
-    same row gets the same key wherever it sits in the stream."""
-    parts = [tf.fingerprint(batch["numeric"]), tf.fingerprint(batch["categorical"]),
-             tf.fingerprint(batch["labels"][:, tf.newaxis])]
-    return tf.bitcast(tf.fingerprint(tf.concat(parts, axis=1)), tf.int64)
-
-
-def canonical_window_rows(layout: FeatureLayout, window_bytes: int) -> int:
-    """Rows in a `window_bytes` window of canonical order (0: no reordering)."""
-    if window_bytes <= 0:
-        return 0
-    row_bytes = 4 * len(layout.numeric_names) + 8 * len(layout.categorical_names) + 8
-    return max(1, window_bytes // row_bytes)
-
-
-def in_canonical_order(batches: tf.data.Dataset, window_rows: int, batch_size: int) -> tf.data.Dataset:
-    """The rows of `batches` ({"numeric", "categorical", "labels"}) sorted by their
-    fingerprints, `window_rows` rows at a time, then batched by `batch_size`.
-
-    Beam's writers (ExampleGen, Transform) emit the same rows in a different order from
-    run to run, and everything a StreamedTable does follows stream order (split hashes,
-    label hiding, the reservoir bank, the shuffle). A table of at most `window_rows` rows
-    therefore trains identically however it was written; a longer one is ordered within
-    each window only. Memory: one window. 0 rows: the stream as it is."""
-    if window_rows <= 0:
-        return batches
-
-    def sort(window):
-        order = tf.argsort(row_fingerprints(window), stable=True)
-        return {key: tf.gather(values, order) for key, values in window.items()}
-
-    return batches.rebatch(window_rows).map(sort).rebatch(batch_size)
-
-
 class StreamedTable(TableSource):
     """A table read as a stream of batches, e.g. the Trainer's transformed TFRecords.
 

@@ -20,7 +20,8 @@ from scarfx.models.distribution import is_chief, make_strategy
 from scarfx.models.labels import hide_labels_in_stream
 from scarfx.models.scarf import train_scarf_classifier
 from scarfx.models.scarf_config import ScarfConfig
-from scarfx.models.sources import StreamedTable, canonical_window_rows, in_canonical_order
+from scarfx.models.row_order import canonical_stream, canonical_window_rows
+from scarfx.models.sources import StreamedTable
 from scarfx.models.tabular_data import FeatureLayout
 from scarfx.models.warm_start import EncoderCheckpoint, warm_start_encoder
 
@@ -99,25 +100,28 @@ def transformed_batches(file_pattern, data_accessor, schema, layout) -> tf.data.
 
 
 def transformed_stream(file_pattern, data_accessor, schema, layout, num_classes: int,
-                       label_fraction: float, seed: int, canonical_order_bytes: int = 0) -> StreamedTable:
+                       label_fraction: float, seed: int, canonical_order_bytes: int = 0,
+                       spill_dir: str | None = None) -> StreamedTable:
     """The transformed split as a StreamedTable (read afresh each pass, never held in memory),
-    in canonical order within `canonical_order_bytes` windows (sources.in_canonical_order);
-    with `label_fraction` < 1, a stratified share of its labels hidden as it streams."""
+    in canonical order (models/row_order.py: sorted by row fingerprint; a table longer than
+    `canonical_order_bytes` is spilled to `spill_dir` by fingerprint range first); with
+    `label_fraction` < 1, a stratified share of its labels hidden as it streams."""
     return ordered_stream(lambda: transformed_batches(file_pattern, data_accessor, schema, layout), layout,
-                          num_classes, label_fraction, seed, canonical_order_bytes)
+                          num_classes, label_fraction, seed, canonical_order_bytes, spill_dir)
 
 
 def ordered_stream(make_batches, layout, num_classes: int, label_fraction: float, seed: int,
-                   canonical_order_bytes: int) -> StreamedTable:
+                   canonical_order_bytes: int, spill_dir: str | None = None) -> StreamedTable:
     """`make_batches()` (a fresh pass of {"numeric", "categorical", "labels"} batches) as the
     Trainer reads it: in canonical order first, so label hiding and everything after it
     see the same sequence whatever order the rows were written in."""
     if not 0.0 < label_fraction <= 1.0:
         raise ValueError(f"label fraction must lie in (0, 1], got {label_fraction}")
-    window = canonical_window_rows(layout, canonical_order_bytes)
+    ordered = canonical_stream(make_batches, canonical_window_rows(layout, canonical_order_bytes), READ_BATCH,
+                               spill_dir)
 
     def batches():
-        ds = in_canonical_order(make_batches(), window, READ_BATCH)
+        ds = ordered()
         return hide_labels_in_stream(ds, label_fraction, num_classes, seed) if label_fraction < 1.0 else ds
 
     return StreamedTable(batches)
@@ -158,9 +162,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if len(classes) < 2:
         raise ValueError(f"label {label!r} has {len(classes)} class(es) in the training data; need at least 2")
     label_fraction = float(custom.get("label_fraction", 1.0))
-    data = transformed_stream(fn_args.train_files, fn_args.data_accessor,
-                              tf_transform_output.transformed_metadata.schema, layout, len(classes), label_fraction,
-                              config.seed, config.canonical_order_bytes)
     logging.info("SCARF: streaming %s; %d numeric + %d categorical features, %d classes", fn_args.train_files,
                  len(layout.numeric_names), len(layout.categorical_names), len(classes))
     vocabularies = export.categorical_vocabularies(tf_transform_output, layout)
@@ -169,9 +170,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if checkpoint is not None:
         init_encoder = functools.partial(warm_start_encoder, layout=layout, vocabularies=vocabularies,
                                          checkpoint=checkpoint, config=config)
-    result = train_scarf_classifier(
-        data, layout, len(classes), config, log_dir=model_run_dir, init_encoder=init_encoder, strategy=strategy
-    )
+    # A table longer than one canonical window is spilled here, in order, while it trains.
+    with tempfile.TemporaryDirectory(prefix="scarfx-order-") as spill:
+        data = transformed_stream(fn_args.train_files, fn_args.data_accessor,
+                                  tf_transform_output.transformed_metadata.schema, layout, len(classes),
+                                  label_fraction, config.seed, config.canonical_order_bytes, spill)
+        result = train_scarf_classifier(
+            data, layout, len(classes), config, log_dir=model_run_dir, init_encoder=init_encoder, strategy=strategy
+        )
     if checkpoint is not None:
         carried = result.summary["warm_start"]
         for key in ("numeric_carried", "categorical_carried", "fresh", "dropped"):

@@ -1,5 +1,6 @@
 """The streamed table (the Trainer's TFRecords as tf.data) against the in-memory one."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -10,8 +11,9 @@ from scarfx.models.network import build_encoder
 from scarfx.models.finetuning import fine_tune
 from scarfx.models.pretraining import pretrain
 from scarfx.models.scarf import train_scarf_classifier
+from scarfx.models.row_order import in_canonical_order
 from scarfx.models.scarf_config import ScarfConfig
-from scarfx.models.sources import InMemoryTable, StreamedTable, in_canonical_order
+from scarfx.models.sources import InMemoryTable, StreamedTable
 from scarfx.models.tabular_data import FeatureLayout, TabularData
 
 LAYOUT = FeatureLayout(("a", "b"), ("c",), (4,))
@@ -145,13 +147,19 @@ def test_hiding_labels_in_a_stream_keeps_a_stratified_share_and_every_class():
     np.testing.assert_array_equal(out, again)
 
 
-def _permuted_stream(data, order, canonical_order_bytes, label_fraction=0.5):
+def _permuted_stream(data, order, canonical_order_bytes, label_fraction=0.5, spill_dir=None):
     """The Trainer's stream (models/trainer.py ordered_stream) over `data`'s rows in `order`."""
     from scarfx.models.trainer import ordered_stream
 
     return ordered_stream(lambda: tf.data.Dataset.from_tensor_slices(
         {"numeric": data.numeric[order], "categorical": data.categorical[order], "labels": data.labels[order]}).batch(37),
-        LAYOUT, 2, label_fraction, seed=0, canonical_order_bytes=canonical_order_bytes)
+        LAYOUT, 2, label_fraction, seed=0, canonical_order_bytes=canonical_order_bytes, spill_dir=spill_dir)
+
+
+def _columns(stream) -> dict:
+    """Every row of one pass of a StreamedTable, by field."""
+    batches = list(stream.make_batches().as_numpy_iterator())
+    return {key: np.concatenate([b[key] for b in batches]) for key in ("numeric", "categorical", "labels")}
 
 
 def test_canonical_order_does_not_depend_on_the_order_rows_arrive_in():
@@ -193,3 +201,39 @@ def test_the_same_rows_in_another_order_train_the_same_model():
     # fed as it is; the permuted order fed as it is (no reordering) hides other labels,
     # splits other rows and shuffles differently, so it trains another model.
     assert not np.array_equal(trained(orders[1], 0)[1], first)
+
+
+def test_a_table_longer_than_a_window_is_spilled_and_read_back_in_the_one_global_order(tmp_path):
+    from scarfx.models.row_order import ORDER_BUCKETS, canonical_window_rows
+
+    data = _table(3000, labelled=1.0)
+    window_bytes = 500 * (4 * len(LAYOUT.numeric_names) + 8 * len(LAYOUT.categorical_names) + 8)
+    assert canonical_window_rows(LAYOUT, window_bytes) == 500  # the table is 6 windows long
+    orders = [np.arange(3000), np.random.default_rng(4).permutation(3000), np.arange(3000)[::-1]]
+    spilled = []
+    for i, order in enumerate(orders):
+        spill = tmp_path / f"spill{i}"
+        spill.mkdir()
+        stream = _permuted_stream(data, order, window_bytes, label_fraction=1.0)  # no spill dir: windows only
+        spilled_stream = _permuted_stream(data, order, window_bytes, label_fraction=1.0, spill_dir=str(spill))
+        files = sorted(os.listdir(spill))
+        assert 1 < len(files) <= ORDER_BUCKETS  # spilled once, when the stream was built
+        spilled.append(_columns(spilled_stream))
+        np.testing.assert_array_equal(spilled[-1]["labels"], _columns(spilled_stream)["labels"])  # every pass alike
+        if i == 0:
+            windowed = _columns(stream)
+    for key in ("numeric", "categorical", "labels"):
+        for other in spilled[1:]:
+            np.testing.assert_array_equal(spilled[0][key], other[key])  # whatever order the rows came in
+    # The global order is the one an in-memory sort of the whole table gives.
+    whole = _columns(_permuted_stream(data, orders[1], 10 * window_bytes, label_fraction=1.0))
+    for key in ("numeric", "categorical", "labels"):
+        np.testing.assert_array_equal(spilled[0][key], whole[key])
+    # Sorted within windows only (no spill dir), the order still follows the input order.
+    assert not np.array_equal(windowed["labels"], spilled[0]["labels"])
+
+
+def test_a_table_within_one_window_is_not_spilled(tmp_path):
+    data = _table(300, labelled=1.0)
+    _columns(_permuted_stream(data, np.arange(300), 64 * 2**20, label_fraction=1.0, spill_dir=str(tmp_path)))
+    assert os.listdir(tmp_path) == []

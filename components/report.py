@@ -148,10 +148,18 @@ def read_training_summary(model_run_uri: str) -> dict:
 
 
 def read_eval_examples(examples_artifact, split: str = "eval", limit: int = ATTRIBUTION_SAMPLE_ROWS) -> list[bytes]:
-    """The first `limit` serialized raw tf.Examples of the split (ExampleGen writes GZIP TFRecords)."""
+    """`limit` serialized raw tf.Examples of the split (ExampleGen writes GZIP TFRecords): those
+    with the smallest fingerprints, so a uniform sample of the whole split, whatever order the
+    file holds its rows in (ExampleGen keeps the CSV's: a CSV sorted by date must not be
+    explained on its oldest rows). One pass; memory: `limit` records and one batch."""
     files = sorted(tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([examples_artifact], split), "*")))
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)
-    return [record.numpy() for record in dataset]
+    keys, records = np.zeros(0, np.int64), np.zeros(0, object)
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096):
+        keys = np.concatenate([keys, tf.bitcast(tf.fingerprint(batch), tf.int64).numpy()])
+        records = np.concatenate([records, batch.numpy().astype(object)])
+        keep = np.argsort(keys, kind="stable")[:limit]
+        keys, records = keys[keep], records[keep]
+    return list(records)
 
 
 def model_attributions(model_uri: str, transform_graph_uri: str, records: list[bytes]):

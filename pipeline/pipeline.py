@@ -12,6 +12,7 @@ from tfx.dsl.placeholder import placeholder as ph
 
 from scarfx.components.anomalies_gate import AnomaliesGate
 from scarfx.components.baseline_strategy import baseline_resolver
+from scarfx.components.csv_example_gen import StreamingCsvExampleGen
 from scarfx.components.drift_gate import DriftGate, previous_statistics_resolver
 from scarfx.components.report import RunReport
 from scarfx.models import features
@@ -216,7 +217,7 @@ def create_pipeline(cfg: PipelineConfig, binary: bool, kubeflow_v2: bool = False
 
 def _example_gen(cfg: PipelineConfig, span_directory: bool):
     """(CsvExampleGen, its RangeConfig or None): a span directory or one CSV/directory,
-    split into train and eval by hash buckets."""
+    split into train and eval by hash buckets. The executor streams (components/csv_example_gen.py)."""
     from scarfx.pipeline import spans
 
     range_config = None
@@ -224,7 +225,7 @@ def _example_gen(cfg: PipelineConfig, span_directory: bool):
         input_base, (input_config, range_config) = cfg.data, spans.example_gen_inputs()
     else:
         input_base, input_config = csv_input(cfg.data)
-    example_gen = tfx.components.CsvExampleGen(
+    example_gen = StreamingCsvExampleGen(
         input_base=input_base,
         input_config=input_config,
         range_config=range_config,

@@ -202,3 +202,30 @@ def test_warmup_file_covers_every_signature_with_the_same_rows(exported, tmp_pat
 
     with pytest.raises(ValueError, match="no requests"):
         export.write_warmup_file(str(tmp_path), [], "m")
+
+
+def test_grouped_raw_conversion_equals_the_per_feature_one():
+    nan, missing_int = float("nan"), export.features.INT64_MISSING
+    specs = {"a": tf.io.VarLenFeature(tf.float32), "b": tf.io.VarLenFeature(tf.float32),
+             "c": tf.io.VarLenFeature(tf.float32), "s": tf.io.VarLenFeature(tf.string),
+             "t": tf.io.VarLenFeature(tf.string), "i": tf.io.VarLenFeature(tf.int64),
+             "j": tf.io.VarLenFeature(tf.int64), "k": tf.io.FixedLenFeature([], tf.float32, default_value=-1.0)}
+    names = export.raw_input_names(list(specs))
+    inputs = {
+        names["a"]: tf.constant([1.0, nan, 3.0, float("inf")]), names["b"]: tf.constant([nan, nan, nan, nan]),
+        names["c"]: tf.constant([0.5, 0.25, nan, 2.0]), names["s"]: tf.constant(["x", "", "y", ""]),
+        names["t"]: tf.constant(["", "", "", "z"]), names["i"]: tf.constant([1, missing_int, 3, 4], tf.int64),
+        names["j"]: tf.constant([missing_int, 7, missing_int, 9], tf.int64), names["k"]: tf.constant([1.0, nan, 2.0, 3.0]),
+    }
+    grouped = export.raw_tensors(inputs, specs, names)
+    assert set(grouped) == set(specs)
+    for feature, spec in specs.items():
+        one = export.raw_tensor(inputs[names[feature]], spec, feature)
+        got = grouped[feature]
+        if isinstance(spec, tf.io.VarLenFeature):
+            np.testing.assert_array_equal(got.indices.numpy(), one.indices.numpy())
+            np.testing.assert_array_equal(got.values.numpy(), one.values.numpy())
+            np.testing.assert_array_equal(got.dense_shape.numpy(), one.dense_shape.numpy())
+            assert got.values.dtype == one.values.dtype
+        else:
+            np.testing.assert_array_equal(got.numpy(), one.numpy())

@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import time
+from typing import Callable
 
 PROGRESS_LOGGER = "scarfx.progress"
 _RUNNING = re.compile(r"^(?:Component|node) (\S+) is running\.$")
@@ -44,7 +45,8 @@ class _StdoutHandler(logging.StreamHandler):
 class ComponentProgress:
     """Turns TFX's node announcements into progress lines with elapsed times."""
 
-    def __init__(self):
+    def __init__(self, on_finished: Callable[[str], object] | None = None):
+        self.on_finished = on_finished  # called with the node id once a node has run
         self.progress = logging.getLogger(PROGRESS_LOGGER)
         self.started = time.monotonic()
         self.node_start: dict[str, float] = {}
@@ -63,6 +65,8 @@ class ComponentProgress:
             node = m.group(1)
             how = "cache hit" if node in self.cached else f"took {now - self.node_start.get(node, now):.1f}s"
             self.progress.info("[%6.1fs] %s finished (%s)", now - self.started, node, how)
+            if self.on_finished is not None:
+                self.on_finished(node)
         elif m := _SKIPPED.match(message):
             self.progress.info("[%6.1fs] %s skipped", now - self.started, m.group(1))
 
@@ -92,11 +96,12 @@ _ANNOUNCING_MODULES = (
 )
 
 
-def track_components() -> ComponentProgress:
-    """Starts a fresh elapsed-time clock and routes TFX's node announcements to it."""
+def track_components(on_finished: Callable[[str], object] | None = None) -> ComponentProgress:
+    """Starts a fresh elapsed-time clock and routes TFX's node announcements to it;
+    `on_finished(node)` runs after each node has finished."""
     from absl import logging as absl_logging
 
-    observer = ComponentProgress()
+    observer = ComponentProgress(on_finished)
     for name in _ANNOUNCING_MODULES:
         try:
             module = importlib.import_module(name)

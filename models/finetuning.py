@@ -275,8 +275,6 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
     `pseudo_label_threshold`; validation stays on true labels only.
     """
     start = time.perf_counter()
-    # Several pretrained encoders (`pretrain_runs`): member k starts from encoder k mod n.
-    encoders = list(encoder) if isinstance(encoder, (list, tuple)) else [encoder]
     source = as_source(data)
     # The augmentation's marginals come from every row, labelled or not, as in pretraining.
     augment = config.finetune_corruption_rate > 0
@@ -301,7 +299,7 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
                 train = train.concatenate(tf.data.Dataset.from_tensor_slices((pseudo.inputs(), pseudo.labels)))
                 train_count += len(pseudo)
             val = source.labelled_rows(k, validation=True) if val_count else None
-            member, hist, best, steps = _fit_member(encoders[k % len(encoders)], layout, train, train_count,
+            member, hist, best, steps = _fit_member(encoder, layout, train, train_count,
                                              source.shuffle_buffer(train_count, config), val, num_classes, config, k,
                                              log_dir if k == 0 and round_ == 0 else None, bank, strategy, network,
                                              member_budget)

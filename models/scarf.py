@@ -64,21 +64,16 @@ def train_scarf_classifier(
     # augmentation alike, filled in the survey's one pass.
     survey = source.survey(layout, num_classes, config,
                            with_bank=config.pretrain or config.finetune_corruption_rate > 0 or config.numeric_levels > 0)
+    # Weight init and shuffling follow the seed, and the softmax layers are seeded, so
+    # pretrain=True and pretrain=False start from identical weights and differ only by
+    # the pretraining.
     if config.numeric_levels and survey.bank is not None and not any(layout.numeric_levels):
         layout = dataclasses.replace(layout, numeric_levels=find_numeric_levels(survey.bank.numeric,
                                                                                  config.numeric_levels))
-    # Weight init and shuffling follow the seed, and the softmax layers are seeded, so
-    # pretrain=True and pretrain=False start from identical weights and differ only by
-    # the pretraining. With `pretrain_runs` > 1, run r starts from seed + r.
-    encoders, warm_start = [], None
-    for run in range(config.pretrain_runs):
-        keras.utils.set_random_seed(config.seed + run)
-        with strategy.scope():
-            encoders.append(build_encoder(layout, config))
-        if init_encoder is not None:
-            carried = init_encoder(encoders[-1])
-            warm_start = carried if run == 0 else warm_start
-    encoder = encoders[0]
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        encoder = build_encoder(layout, config)
+    warm_start = init_encoder(encoder) if init_encoder is not None else None
     summary = {"pretrained": config.pretrain, "rows": survey.rows, "num_features": layout.num_features,
                "level_features": sum(1 for levels in layout.numeric_levels if levels),
                "warm_started": warm_start is not None, "replicas": strategy.num_replicas_in_sync}
@@ -86,16 +81,11 @@ def train_scarf_classifier(
         summary["warm_start"] = warm_start
     pretrain_history = {}
     if config.pretrain:
-        for run, run_encoder in enumerate(encoders):
-            run_config = dataclasses.replace(config, seed=config.seed + run)
-            history, run_stage = pretrain(run_encoder, source, layout, run_config, log_dir if run == 0 else None,
-                                          survey=survey, strategy=strategy)
-            if run == 0:
-                pretrain_history, stage = history, run_stage
+        pretrain_history, stage = pretrain(encoder, source, layout, config, log_dir, survey=survey, strategy=strategy)
     else:
         stage = _no_pretraining_summary(layout, config)
     summary.update(stage)
-    classifier, finetune_history, stage = fine_tune(encoders, source, layout, num_classes, config, log_dir,
+    classifier, finetune_history, stage = fine_tune(encoder, source, layout, num_classes, config, log_dir,
                                                     survey=survey, strategy=strategy)
     summary.update(stage)
     summary["unlabelled_rows"] = survey.rows - survey.labelled

@@ -59,10 +59,6 @@ class ScarfConfig:
     # A hyperparameter ensemble: member k fine-tunes at the rate times entry k mod len
     # (e.g. (1, 3): members alternate between 1x and 3x). () = all members alike.
     finetune_member_learning_rate_multipliers: tuple[float, ...] = ()
-    # Independent pretrainings (seed, seed + 1, ...): member k of the ensemble fine-tunes
-    # from encoder k mod pretrain_runs, so members differ in their start too. 1 = one
-    # encoder shared by all members.
-    pretrain_runs: int = 1
     # Fine-tuning's batch (None = batch_size, the paper's 128 for both stages).
     finetune_batch_size: int | None = None
     # Label smoothing of the fine-tuning loss (0 = off); early stopping still watches the

@@ -198,9 +198,6 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
 
     jit = strategy.num_replicas_in_sync == 1
     learning_rate = config.learning_rate * config.finetune_learning_rate_multiplier
-    if config.finetune_member_learning_rate_multipliers:
-        rates = config.finetune_member_learning_rate_multipliers
-        learning_rate *= float(rates[k % len(rates)])
 
     def compile_model(model, model_encoder):
         with strategy.scope():
@@ -210,7 +207,6 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         model = network.compiled(lambda: _member_start(encoder, layout, num_classes, config, k, strategy),
                                  compile_model)
         network.reset(member)
-        model.optimizer.learning_rate.assign(learning_rate)
         hist, best = fit(model, log_dir)
         member.set_weights(model.get_weights())
         return member, hist, best, steps

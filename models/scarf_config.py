@@ -56,9 +56,6 @@ class ScarfConfig:
     # the first such epoch, out of early stopping's reach. Smaller epochs are validated
     # more often, with patience and the epoch cap scaled to the same number of steps.
     finetune_min_steps_per_epoch: int | None = None
-    # A hyperparameter ensemble: member k fine-tunes at the rate times entry k mod len
-    # (e.g. (1, 3): members alternate between 1x and 3x). () = all members alike.
-    finetune_member_learning_rate_multipliers: tuple[float, ...] = ()
     # Fine-tuning's batch (None = batch_size, the paper's 128 for both stages).
     finetune_batch_size: int | None = None
     # Label smoothing of the fine-tuning loss (0 = off); early stopping still watches the

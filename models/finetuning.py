@@ -70,42 +70,18 @@ def _finetune_optimizer(config: ScarfConfig, encoder_variables=()):
 
 
 def _monitor(config: ScarfConfig):
-    # With label smoothing the loss is not the log-loss; the log_loss metric is.
-    loss = "val_log_loss" if config.label_smoothing > 0 else "val_loss"
     if config.finetune_monitor == "accuracy":
-        return lambda logs: (logs["val_accuracy"], -logs[loss])
-    return lambda logs: (-logs[loss],)
-
-
-@keras.saving.register_keras_serializable(package="scarfx")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy against (1 - ε)·one_hot(label) + ε/K, from integer labels."""
-
-    def __init__(self, label_smoothing: float = 0.0, name="smoothed_sparse_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
-        one_hot = tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return lambda logs: (logs["val_accuracy"], -logs["val_loss"])
+    return lambda logs: (-logs["val_loss"],)
 
 
 def _compile_member(member, config: ScarfConfig, learning_rate: float, jit_compile: bool = True,
                     encoder_variables=()) -> None:
     optimizer = _finetune_optimizer(dataclasses.replace(config, learning_rate=learning_rate), encoder_variables)
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    loss = keras.losses.SparseCategoricalCrossentropy()
-    if config.label_smoothing > 0:
-        loss = SmoothedSparseCrossentropy(config.label_smoothing)
-        metrics.append(keras.metrics.SparseCategoricalCrossentropy(name="log_loss"))
     member.compile(
         optimizer=optimizer,
-        loss=loss,
-        metrics=metrics,
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )
 
@@ -168,8 +144,7 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         else config.finetune_min_steps_per_epoch
     train_ds, steps, _ = _training_dataset(
         train, train_count, shuffle_buffer,
-        dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps,
-                            batch_size=config.finetune_batch_size or config.batch_size), drop_remainder=False,
+        dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
     )
     if config.finetune_corruption_rate > 0 and bank is not None:
         train_ds = augment_with_corruption(train_ds, bank, config.finetune_corruption_rate,
@@ -305,7 +280,7 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             steps_run.append(int(steps))
             if best is not None:
                 best_epochs.append(best + 1)
-                best_losses.append(float(hist["val_log_loss" if config.label_smoothing > 0 else "val_loss"][best]))
+                best_losses.append(float(hist["val_loss"][best]))
         classifier = average_classifiers(members, layout)
         # The curves and best epochs reported are those of the model returned: the last round's.
         first_history = histories[0]

@@ -56,11 +56,6 @@ class ScarfConfig:
     # the first such epoch, out of early stopping's reach. Smaller epochs are validated
     # more often, with patience and the epoch cap scaled to the same number of steps.
     finetune_min_steps_per_epoch: int | None = None
-    # Fine-tuning's batch (None = batch_size, the paper's 128 for both stages).
-    finetune_batch_size: int | None = None
-    # Label smoothing of the fine-tuning loss (0 = off); early stopping still watches the
-    # plain validation log-loss.
-    label_smoothing: float = 0.0
     # A fine-tuning epoch improves only if the monitored value gains more than this.
     finetune_min_delta: float = 0.001
     # Fine-tuning augmentation with SCARF's corruption (0 = off): this share of each
@@ -134,7 +129,6 @@ def count_setting_errors(config: ScarfConfig) -> list[str]:
               for key in ("shuffle_buffer", "max_validation_rows") if getattr(config, key) < 1]
     errors += [f"{key} must be >= 1 or unset, got {getattr(config, key)}"
                for key in ("steps_per_epoch", "validation_steps", "pretrain_patience", "pretrain_max_steps",
-                           "finetune_batch_size",
                            "finetune_max_steps")
                if getattr(config, key) is not None and getattr(config, key) < 1]
     errors += [f"{key} must be >= 0, got {getattr(config, key)}"

@@ -10,14 +10,7 @@ import pytest
 import tensorflow as tf
 
 from scarfx.models.corruption import FeatureBank, augment_with_corruption
-from scarfx.models.finetuning import (
-    EncoderScaledAdamW,
-    SmoothedSparseCrossentropy,
-    _finetune_optimizer,
-    _monitor,
-    fine_tune,
-    pseudo_labels,
-)
+from scarfx.models.finetuning import EncoderScaledAdamW, _finetune_optimizer, _monitor, fine_tune, pseudo_labels
 from scarfx.models.network import average_classifiers, build_classifier, build_encoder, embedding_dim
 from scarfx.models.scarf import train_scarf_classifier
 from scarfx.models.scarf_config import ScarfConfig
@@ -426,20 +419,3 @@ def test_only_a_pretrained_encoder_gets_the_slower_rate():
     assert type(_finetune_optimizer(TINY, encoder.trainable_variables)) is keras.optimizers.Adam  # multiplier 1
     result = train_scarf_classifier(_table(300), LAYOUT, 2, dataclasses.replace(slow, ensemble_size=1))
     assert result.summary["finetune_epochs_run"] >= 1
-
-
-def test_smoothed_loss_mixes_the_label_with_the_uniform_distribution():
-    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
-    y = np.array([0, 1])
-    eps = 0.3
-    target = (1 - eps) * np.eye(3)[y] + eps / 3
-    expected = -(target * np.log(p)).sum(axis=1).mean()
-    got = float(SmoothedSparseCrossentropy(eps)(y, p))
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
-    assert float(SmoothedSparseCrossentropy(0.0)(y, p)) == pytest.approx(-np.log([0.7, 0.1]).mean(), rel=1e-5)
-
-
-def test_with_label_smoothing_early_stopping_watches_the_plain_log_loss():
-    key = _monitor(dataclasses.replace(TINY, label_smoothing=0.1))
-    assert key({"val_loss": 0.1, "val_log_loss": 0.7}) == (-0.7,)
-    assert _monitor(TINY)({"val_loss": 0.1, "val_log_loss": 0.7}) == (-0.1,)

@@ -6,7 +6,6 @@ it and adds a missing indicator; categorical ids are embedded per feature.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from scarfx.models.numeric_encoding import NumericEncoding
@@ -42,68 +41,6 @@ class TabularEmbedding(keras.layers.Layer):
         return {**super().get_config(), "cardinalities": list(self.cardinalities)}
 
 
-def find_numeric_levels(numeric: np.ndarray, max_levels: int) -> tuple[tuple[float, ...], ...]:
-    """Per column of `numeric` (training rows, NaN = missing): its sorted distinct values
-    when there are 3 to `max_levels` of them, else (). A binary column is left out: its
-    embedding would be a linear function of the value the network already reads."""
-    if max_levels < 3:
-        return tuple(() for _ in range(numeric.shape[1]))
-    levels = []
-    for column in numeric.T:
-        values = np.unique(column[np.isfinite(column)])
-        levels.append(tuple(float(v) for v in values) if 3 <= len(values) <= max_levels else ())
-    return tuple(levels)
-
-
-@keras.saving.register_keras_serializable(package="scarfx")
-class LevelEmbedding(keras.layers.Layer):
-    """Numeric features with few distinct values, also embedded as categories.
-
-    `levels[j]` lists feature j's training values (empty: not a level feature). A value
-    equal to level i (to within 1e-4 of the levels' spread) gets id i; anything else, a
-    missing cell or a value training never saw, gets the last id. It reads the same value
-    SCARF corrupts, so a corrupted feature's level is corrupted with it. Output: the level
-    features' embeddings, concatenated in feature order."""
-
-    def __init__(self, levels, **kwargs):
-        super().__init__(**kwargs)
-        self.levels = tuple(tuple(float(v) for v in feature) for feature in levels)
-        self.columns = tuple(j for j, feature in enumerate(self.levels) if feature)
-        self.embeddings = [
-            keras.layers.Embedding(len(self.levels[j]) + 1, embedding_dim(len(self.levels[j]) + 1),
-                                   name=f"level_embedding_{j}")
-            for j in self.columns
-        ]
-
-    def build(self, input_shape):
-        for embedding in self.embeddings:  # built here so that a loaded model restores them
-            embedding.build((input_shape[0],))
-        super().build(input_shape)
-
-    @property
-    def output_width(self) -> int:
-        return sum(embedding_dim(len(self.levels[j]) + 1) for j in self.columns)
-
-    def call(self, numeric):
-        numeric = tf.cast(numeric, tf.float32)
-        parts = []
-        for j, embedding in zip(self.columns, self.embeddings):
-            levels = self.levels[j]
-            tolerance = 1e-4 * max(levels[-1] - levels[0], 1e-6)
-            values = numeric[:, j]
-            distance = tf.abs(values[:, tf.newaxis] - tf.constant(levels, tf.float32)[tf.newaxis, :])
-            nearest = tf.argmin(tf.where(tf.math.is_nan(distance), np.inf, distance), axis=1, output_type=tf.int32)
-            known = tf.reduce_min(tf.where(tf.math.is_nan(distance), np.inf, distance), axis=1) <= tolerance
-            parts.append(embedding(tf.where(known, nearest, len(levels))))
-        return tf.concat(parts, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.output_width)
-
-    def get_config(self):
-        return {**super().get_config(), "levels": [list(feature) for feature in self.levels]}
-
-
 @keras.saving.register_keras_serializable(package="scarfx")
 class L2Normalize(keras.layers.Layer):
     """Projects embeddings onto the unit sphere, so dot products are cosine similarities."""
@@ -127,18 +64,13 @@ def model_inputs(layout: FeatureLayout) -> dict[str, keras.KerasTensor]:
 
 
 def build_encoder(layout: FeatureLayout, config: ScarfConfig, name: str = "encoder") -> keras.Model:
-    """f: encoded numeric features + per-feature embeddings (+ the level embeddings of
-    `layout.numeric_levels`), then `encoder_depth` ReLU layers of `encoder_width` (each
-    followed by dropout when `config.dropout` > 0)."""
+    """f: encoded numeric features + per-feature embeddings, then `encoder_depth` ReLU
+    layers of `encoder_width` (each followed by dropout when `config.dropout` > 0)."""
     inputs = model_inputs(layout)
     numeric = NumericEncoding(config.numeric_bins, config.missing_indicators, name="numeric_encoding")(
         inputs["numeric"]
     )
     x = TabularEmbedding(layout.categorical_cardinalities, name="tabular_embedding")(numeric, inputs["categorical"])
-    if any(layout.numeric_levels):
-        # After every other input, so warm_start's rows of the first dense layer still line up.
-        levels = LevelEmbedding(layout.numeric_levels, name="level_embedding")(inputs["numeric"])
-        x = keras.layers.Concatenate(name="with_levels")([x, levels])
     for i in range(config.encoder_depth):
         x = keras.layers.Dense(config.encoder_width, activation="relu", name=f"encoder_dense_{i}")(x)
         if config.dropout > 0:

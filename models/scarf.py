@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from scarfx.models.distribution import make_strategy
 from scarfx.models.finetuning import fine_tune
-from scarfx.models.network import _plain_copy, build_encoder, find_numeric_levels
+from scarfx.models.network import _plain_copy, build_encoder
 from scarfx.models.pretraining import _no_pretraining_summary, pretrain
 from scarfx.models.scarf_config import ScarfConfig
 from scarfx.models.sources import TableSource, as_source
@@ -63,19 +63,15 @@ def train_scarf_classifier(
     # One sample of every row's marginals, for pretraining's corruption and fine-tuning's
     # augmentation alike, filled in the survey's one pass.
     survey = source.survey(layout, num_classes, config,
-                           with_bank=config.pretrain or config.finetune_corruption_rate > 0 or config.numeric_levels > 0)
+                           with_bank=config.pretrain or config.finetune_corruption_rate > 0)
     # Weight init and shuffling follow the seed, and the softmax layers are seeded, so
     # pretrain=True and pretrain=False start from identical weights and differ only by
     # the pretraining.
-    if config.numeric_levels and survey.bank is not None and not any(layout.numeric_levels):
-        layout = dataclasses.replace(layout, numeric_levels=find_numeric_levels(survey.bank.numeric,
-                                                                                 config.numeric_levels))
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         encoder = build_encoder(layout, config)
     warm_start = init_encoder(encoder) if init_encoder is not None else None
     summary = {"pretrained": config.pretrain, "rows": survey.rows, "num_features": layout.num_features,
-               "level_features": sum(1 for levels in layout.numeric_levels if levels),
                "warm_started": warm_start is not None, "replicas": strategy.num_replicas_in_sync}
     if warm_start is not None:
         summary["warm_start"] = warm_start

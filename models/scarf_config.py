@@ -40,10 +40,6 @@ class ScarfConfig:
     # --- how the network reads numeric features (models/numeric_encoding.py)
     numeric_bins: int = 0  # piecewise-linear encoding components per feature; 0 = the value itself
     missing_indicators: bool = True  # one 0/1 input per numeric feature: was the cell missing
-    # A numeric feature with 3 to this many distinct values in the training rows (a code, a
-    # rating, a small count) is also read as a category: one embedding per level, beside
-    # its value. 0 = off. SCARF still corrupts the one value, so both readings change together.
-    numeric_levels: int = 0
     # --- fine-tuning
     dropout: float = 0.0  # after every encoder layer, in both stages
     weight_decay: float = 0.0  # decoupled (AdamW) weight decay while fine-tuning

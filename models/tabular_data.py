@@ -15,11 +15,6 @@ class FeatureLayout:
     numeric_names: tuple[str, ...]
     categorical_names: tuple[str, ...]
     categorical_cardinalities: tuple[int, ...]  # ids lie in [0, cardinality)
-    # Per numeric feature, its distinct training values when it has few of them (codes,
-    # ratings, small counts), else (): such a feature is also embedded as a category
-    # (network.LevelEmbedding). Set by the trainer from the feature bank when
-    # `ScarfConfig.numeric_levels` > 0; () = none.
-    numeric_levels: tuple[tuple[float, ...], ...] = ()
 
     @property
     def num_features(self) -> int:

@@ -1,6 +1,10 @@
-"""Between components the runner returns freed heap to the OS (pipeline/memory.py)."""
+"""Between components the runner returns memory to the OS (pipeline/memory.py)."""
+import gc
+import weakref
+
 import psutil
 import pytest
+from apache_beam.utils import shared
 
 from scarfx.pipeline.memory import _malloc_trim, release_freed_memory
 from scarfx.pipeline.progress import ComponentProgress
@@ -19,6 +23,20 @@ def test_freed_heap_goes_back_to_the_os():
     assert held - after_trim > 150 * 2**20, (held, before_trim, after_trim)
     assert before_trim - after_trim > 100 * 2**20
     del pin
+
+
+def test_beams_keepalive_reference_is_dropped():
+    class Model:
+        pass
+
+    handle = shared.Shared()
+    model = handle.acquire(Model)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is not None  # Beam's shared map still holds it (what the runner drops)
+    release_freed_memory()
+    assert alive() is None
 
 
 def test_the_progress_observer_calls_back_after_each_finished_node():

@@ -35,7 +35,7 @@ class _Placeholder:
 def drop_beam_keepalive() -> None:
     """Beam's `shared` map keeps the last object acquired through it alive until another
     one is acquired (apache_beam/utils/shared.py, `_SharedMap`): after the Evaluator that
-    is TFMA's loaded model, 1.2 GB at 1,000 features. Acquiring a placeholder through the
+    is TFMA's loaded model (~1 GB at 1,000 features). Acquiring a placeholder through the
     public API displaces it. Nothing to do when Beam was never imported."""
     shared = sys.modules.get("apache_beam.utils.shared")
     if shared is not None:

@@ -73,3 +73,51 @@ class NumericEncoding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "bins": self.bins, "missing_indicators": self.missing_indicators}
+
+
+@keras.saving.register_keras_serializable(package="scarfx")
+class PeriodicEmbedding(keras.layers.Layer):
+    """Each numeric feature's value -> ReLU(W_j [cos(2π c_j v), sin(2π c_j v)] + b_j), `width` wide.
+
+    Gorishniy et al. 2022's PLR embedding: k trainable frequencies c_j per feature, drawn
+    from N(0, scale²), then a per-feature linear map. It lets the first dense layer see
+    a learnt, non-monotone function of each value instead of the value alone. Input is
+    NumericEncoding's output with the value in channel 0 of each feature's
+    `channels`-wide block (its missing indicator, if any, after it); the other channels
+    pass through, so a feature's columns stay contiguous: `width` + channels - 1 of them.
+    """
+
+    def __init__(self, features: int, channels: int, width: int = 16, frequencies: int = 16,
+                 scale: float = 0.1, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.features, self.channels = int(features), int(channels)
+        self.width, self.frequencies, self.scale = int(width), int(frequencies), float(scale)
+        self.seed = seed
+
+    def build(self, input_shape):
+        self.frequency = self.add_weight(
+            name="frequency", shape=(self.features, self.frequencies),
+            initializer=keras.initializers.RandomNormal(0.0, self.scale, seed=self.seed))
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.features, 2 * self.frequencies, self.width),
+            initializer=keras.initializers.GlorotUniform(seed=self.seed))
+        self.bias = self.add_weight(name="bias", shape=(self.features, self.width), initializer="zeros")
+
+    @property
+    def width_per_feature(self) -> int:
+        return self.width + self.channels - 1
+
+    def call(self, encoded):
+        blocks = tf.reshape(encoded, [-1, self.features, self.channels])
+        angle = 2 * np.pi * blocks[:, :, :1] * self.frequency  # [B, D, k]
+        periodic = tf.concat([tf.cos(angle), tf.sin(angle)], axis=-1)
+        embedded = tf.nn.relu(tf.einsum("bdk,dkw->bdw", periodic, self.kernel) + self.bias)
+        out = tf.concat([embedded, blocks[:, :, 1:]], axis=-1)
+        return tf.reshape(out, [-1, self.features * self.width_per_feature])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.features * self.width_per_feature)
+
+    def get_config(self):
+        return {**super().get_config(), "features": self.features, "channels": self.channels,
+                "width": self.width, "frequencies": self.frequencies, "scale": self.scale, "seed": self.seed}

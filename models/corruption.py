@@ -46,14 +46,17 @@ def sample_corruption_mask(batch_size, num_features: int, q: int, seed) -> tf.Te
     return hits > 0
 
 
-def corrupt_features(numeric, categorical, bank_numeric, bank_categorical, corruption_rate: float, seed):
+def corrupt_features(numeric, categorical, bank_numeric, bank_categorical, corruption_rate: float, seed,
+                     row_ranges=None):
     """Returns (numeric', categorical', mask): SCARF's corrupted view of a batch.
 
     Pure tensor function. Each corrupted cell (row i, feature j) takes feature j's value
     from a uniformly drawn bank row, i.e. an independent draw from j's empirical
     marginal. `seed` is an int or a shape-[2] integer tensor (stateless RNG:
     reproducible and XLA-friendly). The inputs are not modified; unmasked cells are
-    copied through.
+    copied through. `row_ranges` ([B, 2] ints: first bank row, row count) limits row i's
+    draws to its own slice of the bank (the rows of its class, for class-conditional
+    augmentation); None draws from the whole bank.
     """
     dn, dc = numeric.shape[1], categorical.shape[1]
     m = dn + dc
@@ -61,10 +64,16 @@ def corrupt_features(numeric, categorical, bank_numeric, bank_categorical, corru
     mask_seed, rows_seed = tf.unstack(tf.random.experimental.stateless_split(_rng_key(seed), num=2))
     batch = tf.shape(numeric)[0]
     mask = sample_corruption_mask(batch, m, q, mask_seed)
-    bank_rows = tf.maximum(tf.shape(bank_numeric)[0], tf.shape(bank_categorical)[0])
-    rows = tf.random.stateless_uniform(
-        tf.stack([batch, m]), seed=rows_seed, minval=0, maxval=bank_rows, dtype=tf.int32
-    )
+    if row_ranges is None:
+        bank_rows = tf.maximum(tf.shape(bank_numeric)[0], tf.shape(bank_categorical)[0])
+        rows = tf.random.stateless_uniform(
+            tf.stack([batch, m]), seed=rows_seed, minval=0, maxval=bank_rows, dtype=tf.int32
+        )
+    else:
+        row_ranges = tf.cast(row_ranges, tf.int32)
+        u = tf.random.stateless_uniform(tf.stack([batch, m]), seed=rows_seed)
+        offset = tf.cast(u * tf.cast(row_ranges[:, 1:], tf.float32), tf.int32)
+        rows = row_ranges[:, :1] + tf.minimum(offset, row_ranges[:, 1:] - 1)
 
     def replace(values, bank, rows_j, mask_j, width):
         if width == 0:
@@ -184,12 +193,47 @@ class FeatureCorruption(keras.layers.Layer):
         }
 
 
+@dataclasses.dataclass
+class ClassBank:
+    """Per-class banks stacked into one: class k's rows are [offsets[k], offsets[k] + counts[k])."""
+
+    bank: FeatureBank
+    offsets: np.ndarray  # int32 [K]
+    counts: np.ndarray  # int32 [K]; 0 for a class with no rows
+
+    @classmethod
+    def from_labelled(cls, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int,
+                      size: int, seed: int) -> "ClassBank":
+        """A reservoir of at most `size` rows per class, from (numeric, categorical, labels) batches."""
+        batches = [(np.asarray(n, np.float32), np.asarray(c, np.int64), np.asarray(y)) for n, c, y in batches]
+        parts, offsets, counts = [], [], []
+        for k in range(num_classes):
+            chunks = [(n[y == k], c[y == k]) for n, c, y in batches if (y == k).any()]
+            bank = FeatureBank.from_batches(chunks, size, seed + k) if chunks else None
+            offsets.append(sum(len(p) for p in parts))
+            counts.append(len(bank) if bank is not None else 0)
+            if bank is not None:
+                parts.append(bank)
+        if not parts:
+            raise ValueError("cannot build a class bank from no labelled rows")
+        stacked = FeatureBank(np.concatenate([p.numeric for p in parts]), np.concatenate([p.categorical for p in parts]),
+                              sum(p.rows_seen for p in parts))
+        return cls(stacked, np.asarray(offsets, np.int32), np.asarray(counts, np.int32))
+
+
 def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_rate: float,
-                            row_fraction: float, seed: int) -> tf.data.Dataset:
+                            row_fraction: float, seed: int, class_bank: ClassBank | None = None) -> tf.data.Dataset:
     """Fine-tuning augmentation with SCARF's own corruption: in each (inputs, labels) batch,
     a `row_fraction` of the rows get ⌊c·M⌋ features redrawn from their marginals (the
     pretraining bank) and keep their label. The rest pass clean, so the classifier still
-    sees the true joint. Stateless RNG keyed by (seed, batch number): reproducible."""
+    sees the true joint. Stateless RNG keyed by (seed, batch number): reproducible.
+
+    With `class_bank`, a row's features are redrawn from its own class's marginals
+    (labelled rows only), so a corrupted row stays a plausible member of its class
+    instead of carrying its label onto features drawn from the other classes."""
+    if class_bank is not None:
+        bank = class_bank.bank
+        ranges = tf.constant(np.stack([class_bank.offsets, class_bank.counts], axis=1))
     bank_numeric = tf.constant(bank.numeric)
     bank_categorical = tf.constant(bank.categorical)
 
@@ -197,8 +241,11 @@ def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_r
         inputs, labels = batch
         key = tf.stack([tf.constant(seed, tf.int64), step])
         corrupt_key, rows_key = tf.unstack(tf.random.experimental.stateless_split(key, num=2))
+        row_ranges = None
+        if class_bank is not None:
+            row_ranges = tf.gather(ranges, tf.cast(labels, tf.int32))
         numeric, categorical, _ = corrupt_features(inputs["numeric"], inputs["categorical"], bank_numeric,
-                                                   bank_categorical, corruption_rate, corrupt_key)
+                                                   bank_categorical, corruption_rate, corrupt_key, row_ranges)
         chosen = tf.random.stateless_uniform(tf.shape(labels)[:1], seed=rows_key) < row_fraction
         return {"numeric": tf.where(chosen[:, tf.newaxis], numeric, inputs["numeric"]),
                 "categorical": tf.where(chosen[:, tf.newaxis], categorical, inputs["categorical"])}, labels

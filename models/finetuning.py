@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from scarfx.models.corruption import FeatureBank, augment_with_corruption
+from scarfx.models.corruption import ClassBank, FeatureBank, augment_with_corruption
 from scarfx.models.network import average_classifiers, build_classifier, build_encoder
 from scarfx.models.scarf_config import ScarfConfig
 from scarfx.models.sources import TableSource, TableSurvey, as_source
@@ -147,8 +147,13 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
     )
     if config.finetune_corruption_rate > 0 and bank is not None:
+        class_bank = None
+        if config.finetune_corruption_source == "same_class":
+            rows = train.batch(4096).map(lambda inputs, labels: (inputs["numeric"], inputs["categorical"], labels))
+            class_bank = ClassBank.from_labelled(rows.as_numpy_iterator(), num_classes, config.feature_bank_size,
+                                                 config.seed + k)
         train_ds = augment_with_corruption(train_ds, bank, config.finetune_corruption_rate,
-                                           config.finetune_corrupted_rows, config.seed + 1000 * (k + 1))
+                                           config.finetune_corrupted_rows, config.seed + 1000 * (k + 1), class_bank)
     # Epochs shorter than min_steps_per_epoch are validated more often; patience and the
     # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
     # An epoch length given explicitly (steps_per_epoch) is taken as it is.

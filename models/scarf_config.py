@@ -64,6 +64,9 @@ class ScarfConfig:
     # Measured default: c = 0.6 (the pretraining rate) on half the rows (docs/BENCHMARKS.md).
     finetune_corruption_rate: float = 0.6
     finetune_corrupted_rows: float = 0.5
+    # Where the augmentation's redrawn values come from: "all_rows" (the pretraining bank,
+    # labelled or not) or "same_class" (the member's labelled training rows of the row's class).
+    finetune_corruption_source: str = "all_rows"
     # Wide-and-deep classifier: a linear map of the encoder's input layer added to the logits.
     linear_skip: bool = False
     # LP-FT: fit the new softmax layer on the frozen encoder before fine-tuning it all.

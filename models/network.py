@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from scarfx.models.numeric_encoding import NumericEncoding, PeriodicEmbedding
+from scarfx.models.numeric_encoding import NumericEncoding
 from scarfx.models.scarf_config import ScarfConfig
 from scarfx.models.tabular_data import FeatureLayout
 
@@ -67,12 +67,9 @@ def build_encoder(layout: FeatureLayout, config: ScarfConfig, name: str = "encod
     """f: encoded numeric features + per-feature embeddings, then `encoder_depth` ReLU
     layers of `encoder_width` (each followed by dropout when `config.dropout` > 0)."""
     inputs = model_inputs(layout)
-    encoding = NumericEncoding(config.numeric_bins, config.missing_indicators, name="numeric_encoding")
-    numeric = encoding(inputs["numeric"])
-    if config.numeric_embedding and layout.numeric_names:
-        numeric = PeriodicEmbedding(len(layout.numeric_names), encoding.width_per_feature, config.numeric_embedding,
-                                    config.numeric_frequencies, config.numeric_frequency_scale, seed=config.seed,
-                                    name="periodic_embedding")(numeric)
+    numeric = NumericEncoding(config.numeric_bins, config.missing_indicators, name="numeric_encoding")(
+        inputs["numeric"]
+    )
     x = TabularEmbedding(layout.categorical_cardinalities, name="tabular_embedding")(numeric, inputs["categorical"])
     for i in range(config.encoder_depth):
         x = keras.layers.Dense(config.encoder_width, activation="relu", name=f"encoder_dense_{i}")(x)

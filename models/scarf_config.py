@@ -40,11 +40,6 @@ class ScarfConfig:
     # --- how the network reads numeric features (models/numeric_encoding.py)
     numeric_bins: int = 0  # piecewise-linear encoding components per feature; 0 = the value itself
     missing_indicators: bool = True  # one 0/1 input per numeric feature: was the cell missing
-    # PLR periodic embedding of each numeric value, this wide (0 = off; numeric_bins must be 0):
-    # `numeric_frequencies` trainable frequencies per feature, initialised N(0, scale²).
-    numeric_embedding: int = 0
-    numeric_frequencies: int = 16
-    numeric_frequency_scale: float = 0.1
     # --- fine-tuning
     dropout: float = 0.0  # after every encoder layer, in both stages
     weight_decay: float = 0.0  # decoupled (AdamW) weight decay while fine-tuning

@@ -227,7 +227,9 @@ def _augmentation(config: dict) -> str:
     rate, rows = float(config["finetune_corruption_rate"]), float(config["finetune_corrupted_rows"])
     if rate <= 0:
         return "off"
-    return f"SCARF corruption c={rate:g} on {rows:.0%} of each batch's rows (labels kept)"
+    source = ("the row's own class (labelled rows)" if config.get("finetune_corruption_source") == "same_class"
+              else "all rows")
+    return f"SCARF corruption c={rate:g} on {rows:.0%} of each batch's rows (labels kept), values from {source}"
 
 
 # --------------------------------------------------------------------------- rendering

@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
-from scarfx.models.scarf_config import DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig, count_setting_errors
+from scarfx.models.scarf_config import (
+    CORRUPTION_SOURCES, DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig, count_setting_errors,
+)
 
 PIPELINE_NAME = "scarfx"
 
@@ -202,6 +204,9 @@ class PipelineConfig:
         if not 0.0 <= s.finetune_corruption_rate < 1.0:
             raise ConfigError(f"scarf.finetune_corruption_rate must lie in [0, 1) (0 = off), "
                               f"got {s.finetune_corruption_rate}")
+        if s.finetune_corruption_source not in CORRUPTION_SOURCES:
+            raise ConfigError(f"scarf.finetune_corruption_source must be one of {', '.join(CORRUPTION_SOURCES)}, "
+                              f"got {s.finetune_corruption_source!r}")
         if not 0.0 < s.finetune_corrupted_rows <= 1.0:
             raise ConfigError(f"scarf.finetune_corrupted_rows must lie in (0, 1], got {s.finetune_corrupted_rows}")
         if s.distribution not in DISTRIBUTIONS:

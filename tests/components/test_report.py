@@ -127,7 +127,8 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
 
     training = {
         "config": {"numeric_bins": 8, "missing_indicators": False, "ensemble_size": 5, "self_training_rounds": 2,
-                   "finetune_corruption_rate": 0.3, "finetune_corrupted_rows": 1.0},
+                   "finetune_corruption_rate": 0.3, "finetune_corrupted_rows": 1.0,
+                   "finetune_corruption_source": "same_class"},
         "summary": {"pretrained": True, "pretrain_rows": 900, "pretrain_epochs_run": 4, "finetune_labelled_rows": 300,
                     "ensemble_size": 5, "finetune_monitor": "loss", "finetune_best_val_loss": 0.31234,
                     "pseudo_labelled_rows": [120, 135]},
@@ -141,7 +142,8 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
         "ensemble size": "5 (K-fold members, probabilities averaged)",
         "self-training rounds": "2 (pseudo-labelled rows per round: 120, 135)",
         "fine-tuning monitor": "loss (validation log-loss)",
-        "fine-tuning augmentation": "SCARF corruption c=0.3 on 100% of each batch's rows (labels kept)",
+        "fine-tuning augmentation": ("SCARF corruption c=0.3 on 100% of each batch's rows (labels kept), "
+                                     "values from the row's own class (labelled rows)"),
         "linear skip (wide-and-deep)": "no",
     }
     page = report.render_html(title="t", blessed=True, failures=[], slices=[], thresholds=[], training=training,
@@ -159,7 +161,8 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     assert one["ensemble size"] == "1 (one model)"
     assert defaults["self-training rounds"] == "0 (off)"
     assert defaults["fine-tuning monitor"] == "loss (validation log-loss)"
-    assert defaults["fine-tuning augmentation"] == "SCARF corruption c=0.6 on 50% of each batch's rows (labels kept)"
+    assert defaults["fine-tuning augmentation"] == ("SCARF corruption c=0.6 on 50% of each batch's rows "
+                                                           "(labels kept), values from all rows")
     assert dict(report.model_settings({"config": {"finetune_corruption_rate": 0}}))["fine-tuning augmentation"] == "off"
 
 

@@ -14,7 +14,9 @@ import tensorflow as tf
 from scipy import stats
 
 from scarfx.models.corruption import (
+    ClassBank,
     FeatureBank,
+    augment_with_corruption,
     FeatureCorruption,
     build_feature_bank,
     corrupt_features,
@@ -333,3 +335,32 @@ def test_small_table_bank_is_the_whole_table():
     bank = build_feature_bank(data, 100, seed=0)
     assert bank.rows_seen == 50
     np.testing.assert_array_equal(bank.numeric, data.numeric)
+
+
+def test_class_conditional_augmentation_draws_each_row_from_its_own_class_uniformly():
+    """finetune_corruption_source=same_class: a corrupted cell takes the value of a uniformly
+    drawn labelled training row of the same class, never of another class."""
+    rng = np.random.default_rng(0)
+    n, dn, dc = 3000, 4, 2
+    labels = rng.integers(0, 3, n)
+    labels[labels == 2] = 0  # class 2 has no rows: its range is empty and never drawn
+    ids = np.arange(n)
+    # Every cell names its row, and the sign names the row's class (class 0 negative).
+    numeric = (np.where(labels == 0, -1, 1) * (ids + 1))[:, None].repeat(dn, 1).astype(np.float32)
+    categorical = (labels * n + ids)[:, None].repeat(dc, 1).astype(np.int64)
+    class_bank = ClassBank.from_labelled([(numeric, categorical, labels)], 3, 10_000, seed=0)
+    np.testing.assert_array_equal(class_bank.counts, [np.sum(labels == 0), np.sum(labels == 1), 0])
+
+    ds = tf.data.Dataset.from_tensor_slices(({"numeric": numeric, "categorical": categorical}, labels)).batch(500)
+    empty = FeatureBank(np.zeros((1, dn), np.float32), np.zeros((1, dc), np.int64), 1)
+    drawn = []
+    for inputs, y in augment_with_corruption(ds, empty, RATE, 1.0, seed=1, class_bank=class_bank).as_numpy_iterator():
+        sign = np.where(y == 0, -1, 1)[:, None]
+        assert (np.sign(inputs["numeric"]) == sign).all()
+        assert (inputs["categorical"] // n == y[:, None]).all()
+        drawn.append(np.abs(inputs["numeric"][y == 1]).ravel() - 1)
+    # Corrupted cells of class-1 rows: uniform over the class-1 rows.
+    class_one = np.flatnonzero(labels == 1)
+    values = np.concatenate(drawn).astype(int)
+    counts = np.bincount(values, minlength=n)[class_one]
+    assert stats.chisquare(counts).pvalue > 1e-3

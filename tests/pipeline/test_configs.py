@@ -31,6 +31,8 @@ def test_yaml_overlay_and_unknown_keys(tmp_path):
         ({"data": "x.csv", "label": "y", "drop_columns": ["y"]}, "also listed"),
         ({"data": "x.csv", "label": "y", "scarf": {"finetune_corruption_rate": 1.0}}, "finetune_corruption_rate"),
         ({"data": "x.csv", "label": "y", "scarf": {"finetune_corrupted_rows": 0}}, "finetune_corrupted_rows"),
+        ({"data": "x.csv", "label": "y", "scarf": {"finetune_corruption_source": "class"}},
+         r"scarf\.finetune_corruption_source must be one of all_rows, same_class"),
         ({"data": "x.csv", "label": "y", "scarf": {"shuffle_buffer": 0}}, r"scarf\.shuffle_buffer must be >= 1"),
         ({"data": "x.csv", "label": "y", "scarf": {"validation_steps": 0}}, r"scarf\.validation_steps must be >= 1 or unset"),
         ({"data": "x.csv", "label": "y", "scarf": {"canonical_order_bytes": -1}}, r"scarf\.canonical_order_bytes must be >= 0"),

@@ -227,8 +227,7 @@ def _augmentation(config: dict) -> str:
     rate, rows = float(config["finetune_corruption_rate"]), float(config["finetune_corrupted_rows"])
     if rate <= 0:
         return "off"
-    source = ("the row's own class (labelled rows)" if config.get("finetune_corruption_source") == "same_class"
-              else "all rows")
+    source = "all rows" if config["finetune_corruption_source"] == "all_rows" else "the row's own class (labelled rows)"
     return f"SCARF corruption c={rate:g} on {rows:.0%} of each batch's rows (labels kept), values from {source}"
 
 

@@ -162,7 +162,10 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     assert defaults["self-training rounds"] == "0 (off)"
     assert defaults["fine-tuning monitor"] == "loss (validation log-loss)"
     assert defaults["fine-tuning augmentation"] == ("SCARF corruption c=0.6 on 50% of each batch's rows "
-                                                           "(labels kept), values from all rows")
+                                                           "(labels kept), values from the row's own class "
+                                                           "(labelled rows)")
+    all_rows = dict(report.model_settings({"config": {"finetune_corruption_source": "all_rows"}}))
+    assert all_rows["fine-tuning augmentation"].endswith("values from all rows")
     assert dict(report.model_settings({"config": {"finetune_corruption_rate": 0}}))["fine-tuning augmentation"] == "off"
 
 

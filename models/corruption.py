@@ -106,33 +106,49 @@ class FeatureBank:
 
     @classmethod
     def from_batches(cls, batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int, seed: int) -> "FeatureBank":
+        reservoir = Reservoir(size, seed)
+        for num, cat in batches:
+            reservoir.add(num, cat)
+        return reservoir.bank()
+
+
+class Reservoir:
+    """Algorithm R over batches of rows, vectorised per batch: after any number of `add`s,
+    every row seen has the same chance, size / rows_seen, of being in the sample."""
+
+    def __init__(self, size: int, seed: int):
         if size < 1:
             raise ValueError(f"feature bank size must be >= 1, got {size}")
-        rng = np.random.default_rng(seed)
-        numeric = categorical = None
-        filled = seen = 0
-        for num, cat in batches:
-            num, cat = np.asarray(num, np.float32), np.asarray(cat, np.int64)
-            if numeric is None:
-                numeric = np.empty((size, num.shape[1]), np.float32)
-                categorical = np.empty((size, cat.shape[1]), np.int64)
-            n = len(num)
-            fill = min(n, size - filled)  # the first `size` rows go straight in
-            numeric[filled:filled + fill], categorical[filled:filled + fill] = num[:fill], cat[:fill]
-            filled += fill
-            # Row with global index t >= size replaces slot j ~ U{0..t} when j < size.
-            t = seen + np.arange(fill, n)
-            slots = rng.integers(0, t + 1)
-            hit = np.flatnonzero(slots < size)
-            if len(hit):
-                # Sequential semantics: for a slot hit twice, the later row wins.
-                last_first, first_pos = np.unique(slots[hit][::-1], return_index=True)
-                keep = hit[len(hit) - 1 - first_pos]
-                numeric[last_first], categorical[last_first] = num[fill:][keep], cat[fill:][keep]
-            seen += n
-        if numeric is None or filled == 0:
+        self.size, self.rng = size, np.random.default_rng(seed)
+        self.numeric = self.categorical = None
+        self.filled = self.seen = 0
+
+    def add(self, num, cat) -> None:
+        num, cat = np.asarray(num, np.float32), np.asarray(cat, np.int64)
+        size = self.size
+        if self.numeric is None:
+            self.numeric = np.empty((size, num.shape[1]), np.float32)
+            self.categorical = np.empty((size, cat.shape[1]), np.int64)
+        n = len(num)
+        fill = min(n, size - self.filled)  # the first `size` rows go straight in
+        self.numeric[self.filled:self.filled + fill] = num[:fill]
+        self.categorical[self.filled:self.filled + fill] = cat[:fill]
+        self.filled += fill
+        # Row with global index t >= size replaces slot j ~ U{0..t} when j < size.
+        t = self.seen + np.arange(fill, n)
+        slots = self.rng.integers(0, t + 1)
+        hit = np.flatnonzero(slots < size)
+        if len(hit):
+            # Sequential semantics: for a slot hit twice, the later row wins.
+            last_first, first_pos = np.unique(slots[hit][::-1], return_index=True)
+            keep = hit[len(hit) - 1 - first_pos]
+            self.numeric[last_first], self.categorical[last_first] = num[fill:][keep], cat[fill:][keep]
+        self.seen += n
+
+    def bank(self) -> FeatureBank:
+        if self.numeric is None or self.filled == 0:
             raise ValueError("cannot build a feature bank from no rows")
-        return cls(numeric[:filled], categorical[:filled], seen)
+        return FeatureBank(self.numeric[:self.filled], self.categorical[:self.filled], self.seen)
 
 
 def build_feature_bank(data: TabularData, size: int, seed: int, chunk_rows: int = 65_536) -> FeatureBank:
@@ -204,12 +220,18 @@ class ClassBank:
     @classmethod
     def from_labelled(cls, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int,
                       size: int, seed: int) -> "ClassBank":
-        """A reservoir of at most `size` rows per class, from (numeric, categorical, labels) batches."""
-        batches = [(np.asarray(n, np.float32), np.asarray(c, np.int64), np.asarray(y)) for n, c, y in batches]
+        """A reservoir of at most `size` rows per class, filled in one pass over (numeric,
+        categorical, labels) batches: memory is bounded by the reservoirs, not the rows."""
+        reservoirs = [Reservoir(size, seed + k) for k in range(num_classes)]
+        for numeric, categorical, labels in batches:
+            labels = np.asarray(labels)
+            for k, reservoir in enumerate(reservoirs):
+                rows = labels == k
+                if rows.any():
+                    reservoir.add(np.asarray(numeric)[rows], np.asarray(categorical)[rows])
         parts, offsets, counts = [], [], []
-        for k in range(num_classes):
-            chunks = [(n[y == k], c[y == k]) for n, c, y in batches if (y == k).any()]
-            bank = FeatureBank.from_batches(chunks, size, seed + k) if chunks else None
+        for reservoir in reservoirs:
+            bank = reservoir.bank() if reservoir.filled else None
             offsets.append(sum(len(p) for p in parts))
             counts.append(len(bank) if bank is not None else 0)
             if bank is not None:

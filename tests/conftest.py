@@ -42,6 +42,7 @@ SHARED_RUN_GROUPS = {
     "first_span": "first_span",
     "scarce_run": "scarce_run",  # tests/models/test_scarf_model.py, module scope
     "exported": "exported",  # tests/models/test_export.py, module scope
+    "export_run": "export_run",  # tests/pipeline/test_data_checks.py, module scope
 }
 
 

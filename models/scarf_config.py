@@ -6,9 +6,9 @@ FINETUNE_MONITORS = ("loss", "accuracy")
 # none; all local GPUs (or the CPU) with MirroredStrategy; or the workers of TF_CONFIG
 # with MultiWorkerMirroredStrategy, as on Vertex AI Training or a Kubeflow TFJob.
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
-NUMERIC_ENCODINGS = ("quantile_normal", "zscore")
+NUMERIC_ENCODINGS = ("quantile_normal", "zscore")  # Transform's numeric encodings (models/preprocessing.py)
 # Where fine-tuning augmentation redraws values from (models/corruption.py augment_with_corruption).
-CORRUPTION_SOURCES = ("all_rows", "same_class")  # Transform's numeric encodings (models/preprocessing.py)
+CORRUPTION_SOURCES = ("all_rows", "same_class")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +63,10 @@ class ScarfConfig:
     finetune_corrupted_rows: float = 0.5
     # Where the augmentation's redrawn values come from: "same_class", the member's labelled
     # training rows of the row's own class, so the kept label stays true of the new row; or
-    # "all_rows", the pretraining bank (every row, labelled or not). Measured: same_class
-    # +0.0026 ± 0.0013 mean AUC at 25% labels over 3 seeds, 13/20 tables better
-    # (docs/BENCHMARKS.md, eighth round).
+    # "all_rows", the pretraining bank (every row, labelled or not). Measured over 20 tables
+    # x 3 seeds (docs/BENCHMARKS.md, eighth round): AUC +0.0026 at 25% labels (13 tables
+    # better, 7 worse), +0.0014 at 100%, -0.0013 at 10%; accuracy up at all three; log-loss
+    # worse with few labels (+0.048 at 10%: a class of a handful of rows makes near-copies).
     finetune_corruption_source: str = "same_class"
     # Wide-and-deep classifier: a linear map of the encoder's input layer added to the logits.
     linear_skip: bool = False

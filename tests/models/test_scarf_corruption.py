@@ -364,21 +364,3 @@ def test_class_conditional_augmentation_draws_each_row_from_its_own_class_unifor
     values = np.concatenate(drawn).astype(int)
     counts = np.bincount(values, minlength=n)[class_one]
     assert stats.chisquare(counts).pvalue > 1e-3
-
-
-def test_a_class_with_few_rows_falls_back_to_the_whole_bank():
-    """finetune_class_min_rows: a class below the bound draws from every row's marginals;
-    the others keep their own class's rows."""
-    labels = np.array([0] * 40 + [1] * 5)
-    numeric = np.where(labels == 0, -1.0, 1.0)[:, None].repeat(3, 1).astype(np.float32)
-    categorical = np.zeros((45, 1), np.int64)
-    class_bank = ClassBank.from_labelled([(numeric, categorical, labels)], 2, 100, seed=0)
-    everything = FeatureBank(np.full((7, 3), 9.0, np.float32), np.zeros((7, 1), np.int64), 7)
-    fallback = class_bank.with_fallback(everything, min_rows=10)
-    np.testing.assert_array_equal(fallback.offsets, [0, 45])
-    np.testing.assert_array_equal(fallback.counts, [40, 7])
-
-    ds = tf.data.Dataset.from_tensor_slices(({"numeric": numeric, "categorical": categorical}, labels)).batch(45)
-    inputs, y = next(augment_with_corruption(ds, everything, RATE, 1.0, seed=2, class_bank=fallback).as_numpy_iterator())
-    assert set(np.unique(inputs["numeric"][y == 0])) == {-1.0}
-    assert set(np.unique(inputs["numeric"][y == 1])) == {1.0, 9.0}

@@ -242,16 +242,6 @@ class ClassBank:
                               sum(p.rows_seen for p in parts))
         return cls(stacked, np.asarray(offsets, np.int32), np.asarray(counts, np.int32))
 
-    def with_fallback(self, bank: FeatureBank, min_rows: int) -> "ClassBank":
-        """This bank with `bank` appended: a class of fewer than `min_rows` rows draws from it instead."""
-        stacked = FeatureBank(np.concatenate([self.bank.numeric, bank.numeric]),
-                              np.concatenate([self.bank.categorical, bank.categorical]),
-                              self.bank.rows_seen + bank.rows_seen)
-        small = self.counts < min_rows
-        offsets = np.where(small, len(self.bank), self.offsets).astype(np.int32)
-        counts = np.where(small, len(bank), self.counts).astype(np.int32)
-        return ClassBank(stacked, offsets, counts)
-
 
 def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_rate: float,
                             row_fraction: float, seed: int, class_bank: ClassBank | None = None) -> tf.data.Dataset:

@@ -152,8 +152,6 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
             rows = train.batch(4096).map(lambda inputs, labels: (inputs["numeric"], inputs["categorical"], labels))
             class_bank = ClassBank.from_labelled(rows.as_numpy_iterator(), num_classes, config.feature_bank_size,
                                                  config.seed + k)
-            if config.finetune_class_min_rows:
-                class_bank = class_bank.with_fallback(bank, config.finetune_class_min_rows)
         train_ds = augment_with_corruption(train_ds, bank, config.finetune_corruption_rate,
                                            config.finetune_corrupted_rows, config.seed + 1000 * (k + 1), class_bank)
     # Epochs shorter than min_steps_per_epoch are validated more often; patience and the

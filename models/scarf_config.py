@@ -68,9 +68,6 @@ class ScarfConfig:
     # better, 7 worse), +0.0014 at 100%, -0.0013 at 10%; accuracy up at all three; log-loss
     # worse with few labels (+0.048 at 10%: a class of a handful of rows makes near-copies).
     finetune_corruption_source: str = "same_class"
-    # With same_class, a class with fewer labelled training rows than this draws from all
-    # rows instead (0 = never): a handful of rows makes near-copies. Off until measured.
-    finetune_class_min_rows: int = 0
     # Wide-and-deep classifier: a linear map of the encoder's input layer added to the logits.
     linear_skip: bool = False
     # LP-FT: fit the new softmax layer on the frozen encoder before fine-tuning it all.

@@ -243,19 +243,20 @@ class ClassBank:
         return cls(stacked, np.asarray(offsets, np.int32), np.asarray(counts, np.int32))
 
 
-def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_rate: float,
-                            row_fraction: float, seed: int, class_bank: ClassBank | None = None) -> tf.data.Dataset:
+def augment_with_corruption(ds: tf.data.Dataset, bank: "FeatureBank | ClassBank", corruption_rate: float,
+                            row_fraction: float, seed: int) -> tf.data.Dataset:
     """Fine-tuning augmentation with SCARF's own corruption: in each (inputs, labels) batch,
     a `row_fraction` of the rows get ⌊c·M⌋ features redrawn from their marginals (the
     pretraining bank) and keep their label. The rest pass clean, so the classifier still
     sees the true joint. Stateless RNG keyed by (seed, batch number): reproducible.
 
-    With `class_bank`, a row's features are redrawn from its own class's marginals
+    From a ClassBank, a row's features are redrawn from its own class's marginals
     (labelled rows only), so a corrupted row stays a plausible member of its class
     instead of carrying its label onto features drawn from the other classes."""
-    if class_bank is not None:
-        bank = class_bank.bank
-        ranges = tf.constant(np.stack([class_bank.offsets, class_bank.counts], axis=1))
+    ranges = None
+    if isinstance(bank, ClassBank):
+        ranges = tf.constant(np.stack([bank.offsets, bank.counts], axis=1))
+        bank = bank.bank
     bank_numeric = tf.constant(bank.numeric)
     bank_categorical = tf.constant(bank.categorical)
 
@@ -263,9 +264,7 @@ def augment_with_corruption(ds: tf.data.Dataset, bank: FeatureBank, corruption_r
         inputs, labels = batch
         key = tf.stack([tf.constant(seed, tf.int64), step])
         corrupt_key, rows_key = tf.unstack(tf.random.experimental.stateless_split(key, num=2))
-        row_ranges = None
-        if class_bank is not None:
-            row_ranges = tf.gather(ranges, tf.cast(labels, tf.int32))
+        row_ranges = None if ranges is None else tf.gather(ranges, tf.cast(labels, tf.int32))
         numeric, categorical, _ = corrupt_features(inputs["numeric"], inputs["categorical"], bank_numeric,
                                                    bank_categorical, corruption_rate, corrupt_key, row_ranges)
         chosen = tf.random.stateless_uniform(tf.shape(labels)[:1], seed=rows_key) < row_fraction

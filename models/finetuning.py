@@ -69,6 +69,11 @@ def _finetune_optimizer(config: ScarfConfig, encoder_variables=()):
     return keras.optimizers.Adam(config.learning_rate)
 
 
+def augments_from_all_rows(config: ScarfConfig) -> bool:
+    """Whether fine-tuning's augmentation draws from the all-rows bank the survey fills."""
+    return config.finetune_corruption_rate > 0 and config.finetune_corruption_source == "all_rows"
+
+
 def _monitor(config: ScarfConfig):
     if config.finetune_monitor == "accuracy":
         return lambda logs: (logs["val_accuracy"], -logs["val_loss"])
@@ -146,14 +151,13 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         train, train_count, shuffle_buffer,
         dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
     )
+    if config.finetune_corruption_rate > 0 and config.finetune_corruption_source == "same_class":
+        # This member's training rows only: its validation fold must not leak into them.
+        rows = train.batch(4096).map(lambda inputs, labels: (inputs["numeric"], inputs["categorical"], labels))
+        bank = ClassBank.from_labelled(rows.as_numpy_iterator(), num_classes, config.feature_bank_size, config.seed + k)
     if config.finetune_corruption_rate > 0 and bank is not None:
-        class_bank = None
-        if config.finetune_corruption_source == "same_class":
-            rows = train.batch(4096).map(lambda inputs, labels: (inputs["numeric"], inputs["categorical"], labels))
-            class_bank = ClassBank.from_labelled(rows.as_numpy_iterator(), num_classes, config.feature_bank_size,
-                                                 config.seed + k)
         train_ds = augment_with_corruption(train_ds, bank, config.finetune_corruption_rate,
-                                           config.finetune_corrupted_rows, config.seed + 1000 * (k + 1), class_bank)
+                                           config.finetune_corrupted_rows, config.seed + 1000 * (k + 1))
     # Epochs shorter than min_steps_per_epoch are validated more often; patience and the
     # epoch cap scale with them, so the step budgets stay those of min_steps_per_epoch.
     # An epoch length given explicitly (steps_per_epoch) is taken as it is.
@@ -252,8 +256,9 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
     """
     start = time.perf_counter()
     source = as_source(data)
-    # The augmentation's marginals come from every row, labelled or not, as in pretraining.
-    augment = config.finetune_corruption_rate > 0
+    # With all_rows, the augmentation's marginals come from every row, labelled or not, as
+    # in pretraining; with same_class each member builds its own bank in _fit_member.
+    augment = augments_from_all_rows(config)
     if survey is None:
         survey = source.survey(layout, num_classes, config, with_bank=augment and bank is None)
     bank = (bank if bank is not None else survey.bank) if augment else None

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from scarfx.models.distribution import make_strategy
-from scarfx.models.finetuning import fine_tune
+from scarfx.models.finetuning import augments_from_all_rows, fine_tune
 from scarfx.models.network import _plain_copy, build_encoder
 from scarfx.models.pretraining import _no_pretraining_summary, pretrain
 from scarfx.models.scarf_config import ScarfConfig
@@ -63,7 +63,7 @@ def train_scarf_classifier(
     # One sample of every row's marginals, for pretraining's corruption and fine-tuning's
     # augmentation alike, filled in the survey's one pass.
     survey = source.survey(layout, num_classes, config,
-                           with_bank=config.pretrain or config.finetune_corruption_rate > 0)
+                           with_bank=config.pretrain or augments_from_all_rows(config))
     # Weight init and shuffling follow the seed, and the softmax layers are seeded, so
     # pretrain=True and pretrain=False start from identical weights and differ only by
     # the pretraining.

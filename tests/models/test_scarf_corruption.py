@@ -352,9 +352,8 @@ def test_class_conditional_augmentation_draws_each_row_from_its_own_class_unifor
     np.testing.assert_array_equal(class_bank.counts, [np.sum(labels == 0), np.sum(labels == 1), 0])
 
     ds = tf.data.Dataset.from_tensor_slices(({"numeric": numeric, "categorical": categorical}, labels)).batch(500)
-    empty = FeatureBank(np.zeros((1, dn), np.float32), np.zeros((1, dc), np.int64), 1)
     drawn = []
-    for inputs, y in augment_with_corruption(ds, empty, RATE, 1.0, seed=1, class_bank=class_bank).as_numpy_iterator():
+    for inputs, y in augment_with_corruption(ds, class_bank, RATE, 1.0, seed=1).as_numpy_iterator():
         sign = np.where(y == 0, -1, 1)[:, None]
         assert (np.sign(inputs["numeric"]) == sign).all()
         assert (inputs["categorical"] // n == y[:, None]).all()

@@ -219,8 +219,17 @@ def model_settings(training: dict, numeric_encoding: str = "") -> list[tuple[str
         ("self-training rounds", f"{rounds} (pseudo-labelled rows per round: {pseudo})" if rounds else "0 (off)"),
         ("fine-tuning monitor", f"{monitor} (validation {'log-loss' if monitor == 'loss' else monitor})"),
         ("fine-tuning augmentation", _augmentation(config)),
+        ("calibration", _calibration(config, s)),
         ("linear skip (wide-and-deep)", "yes" if config["linear_skip"] else "no"),
     ]
+
+
+def _calibration(config: dict, summary: dict) -> str:
+    if config.get("calibration", "none") != "temperature":
+        return "none"
+    temperature = summary.get("temperature")
+    fitted = f"T = {temperature:.2f}" if temperature is not None else "T not recorded"
+    return f"temperature scaling on the members' out-of-fold predictions ({fitted})"
 
 
 def _augmentation(config: dict) -> str:

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from scarfx.models.calibration import fit_temperature
 from scarfx.models.corruption import ClassBank, FeatureBank, augment_with_corruption
 from scarfx.models.network import average_classifiers, build_classifier, build_encoder
 from scarfx.models.scarf_config import ScarfConfig
@@ -210,6 +211,19 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
 PREDICT_BATCH = 4096
 
 
+def _out_of_fold_temperature(held_out: list, batch_size: int) -> float:
+    """The temperature fitted on every member's predictions for its own validation rows:
+    rows it early-stopped on but never trained on (each labelled row once, for K folds)."""
+    probabilities, labels = [], []
+    for member, val in held_out:
+        for inputs, y in val.batch(max(batch_size, PREDICT_BATCH)).as_numpy_iterator():
+            probabilities.append(member.predict_on_batch(inputs))
+            labels.append(y)
+    if not labels:
+        return 1.0
+    return fit_temperature(np.concatenate(probabilities), np.concatenate(labels))
+
+
 def pseudo_labels(classifier, data: "TabularData | TableSource", threshold: float) -> TabularData:
     """The unlabelled rows the classifier is at least `threshold` sure of, labelled with its
     prediction (self-training). Rows stay unlabelled in `data` itself. Read in batches;
@@ -271,6 +285,7 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             if len(pseudo) == 0:
                 break
         members, histories, best_epochs, best_losses, epochs_run, steps_run = [], [], [], [], [], []
+        held_out = []  # (member, its validation rows): the out-of-fold predictions calibration fits on
         network = MemberNetwork()
         # The budget is shared by the members actually fitted (one holdout on few rows).
         member_budget = config.finetune_max_steps // len(survey.finetune_splits) if config.finetune_max_steps else None
@@ -285,13 +300,17 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
                                              log_dir if k == 0 and round_ == 0 else None, bank, strategy, network,
                                              member_budget)
             members.append(member)
+            if val is not None:
+                held_out.append((member, val))
             histories.append(hist)
             epochs_run.append(len(hist.get("loss", [])))
             steps_run.append(int(steps))
             if best is not None:
                 best_epochs.append(best + 1)
                 best_losses.append(float(hist["val_loss"][best]))
-        classifier = average_classifiers(members, layout)
+        temperature = (_out_of_fold_temperature(held_out, config.batch_size)
+                       if config.calibration == "temperature" else 1.0)
+        classifier = average_classifiers(members, layout, temperature)
         # The curves and best epochs reported are those of the model returned: the last round's.
         first_history = histories[0]
     summary = {
@@ -305,6 +324,8 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
         "finetune_best_epochs": best_epochs,
         "finetune_best_val_loss": float(np.mean(best_losses)) if best_losses else None,
         "finetune_monitor": config.finetune_monitor,
+        "calibration": config.calibration,
+        "temperature": temperature,
         "pseudo_labelled_rows": pseudo_counts,
         "finetune_seconds": time.perf_counter() - start,
     }

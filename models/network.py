@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from scarfx.models.calibration import TemperatureScaling
 from scarfx.models.numeric_encoding import NumericEncoding
 from scarfx.models.scarf_config import ScarfConfig
 from scarfx.models.tabular_data import FeatureLayout
@@ -109,12 +110,17 @@ def build_classifier(encoder: keras.Model, num_classes: int, name: str = "scarf_
     return keras.Model(encoder.inputs, probabilities, name=name)
 
 
-def average_classifiers(members: list[keras.Model], layout: FeatureLayout) -> keras.Model:
-    """One model whose output is the mean of the members' probabilities (an ensemble)."""
-    if len(members) == 1:
+def average_classifiers(members: list[keras.Model], layout: FeatureLayout, temperature: float = 1.0) -> keras.Model:
+    """One model whose output is the mean of the members' probabilities (an ensemble),
+    each member's first rescaled by `temperature` (models/calibration.py) unless it is 1."""
+    if len(members) == 1 and temperature == 1.0:
         return members[0]
     inputs = model_inputs(layout)
-    mean = keras.layers.Average(name="ensemble_mean")([member(inputs) for member in members])
+    outputs = [member(inputs) for member in members]
+    if temperature != 1.0:
+        scaling = TemperatureScaling(temperature, name="temperature_scaling")
+        outputs = [scaling(p) for p in outputs]
+    mean = keras.layers.Average(name="ensemble_mean")(outputs) if len(outputs) > 1 else outputs[0]
     return keras.Model(inputs, mean, name="scarf_classifier")
 
 

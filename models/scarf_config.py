@@ -9,6 +9,7 @@ DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 NUMERIC_ENCODINGS = ("quantile_normal", "zscore")  # Transform's numeric encodings (models/preprocessing.py)
 # Where fine-tuning augmentation redraws values from (models/corruption.py augment_with_corruption).
 CORRUPTION_SOURCES = ("all_rows", "same_class")
+CALIBRATIONS = ("temperature", "none")  # of the fine-tuned ensemble (models/calibration.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,9 @@ class ScarfConfig:
     # better, 7 worse), +0.0014 at 100%, -0.0013 at 10%; accuracy up at all three; log-loss
     # worse with few labels (+0.048 at 10%: a class of a handful of rows makes near-copies).
     finetune_corruption_source: str = "same_class"
+    # "temperature": the ensemble's members are rescaled by one temperature fitted on their
+    # out-of-fold predictions (models/calibration.py), for calibrated probabilities; "none".
+    calibration: str = "none"
     # Wide-and-deep classifier: a linear map of the encoder's input layer added to the logits.
     linear_skip: bool = False
     # LP-FT: fit the new softmax layer on the frozen encoder before fine-tuning it all.

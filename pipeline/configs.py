@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from scarfx.models.scarf_config import (
-    CORRUPTION_SOURCES, DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig, count_setting_errors,
+    CALIBRATIONS, CORRUPTION_SOURCES, DISTRIBUTIONS, FINETUNE_MONITORS, NUMERIC_ENCODINGS, ScarfConfig, count_setting_errors,
 )
 
 PIPELINE_NAME = "scarfx"
@@ -204,6 +204,8 @@ class PipelineConfig:
         if not 0.0 <= s.finetune_corruption_rate < 1.0:
             raise ConfigError(f"scarf.finetune_corruption_rate must lie in [0, 1) (0 = off), "
                               f"got {s.finetune_corruption_rate}")
+        if s.calibration not in CALIBRATIONS:
+            raise ConfigError(f"scarf.calibration must be one of {', '.join(CALIBRATIONS)}, got {s.calibration!r}")
         if s.finetune_corruption_source not in CORRUPTION_SOURCES:
             raise ConfigError(f"scarf.finetune_corruption_source must be one of {', '.join(CORRUPTION_SOURCES)}, "
                               f"got {s.finetune_corruption_source!r}")

@@ -128,10 +128,10 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     training = {
         "config": {"numeric_bins": 8, "missing_indicators": False, "ensemble_size": 5, "self_training_rounds": 2,
                    "finetune_corruption_rate": 0.3, "finetune_corrupted_rows": 1.0,
-                   "finetune_corruption_source": "same_class"},
+                   "finetune_corruption_source": "same_class", "calibration": "temperature"},
         "summary": {"pretrained": True, "pretrain_rows": 900, "pretrain_epochs_run": 4, "finetune_labelled_rows": 300,
                     "ensemble_size": 5, "finetune_monitor": "loss", "finetune_best_val_loss": 0.31234,
-                    "pseudo_labelled_rows": [120, 135]},
+                    "pseudo_labelled_rows": [120, 135], "temperature": 1.234},
         "pretrain_history": {}, "finetune_history": {},
     }
     settings = dict(report.model_settings(training, "quantile_normal"))
@@ -144,6 +144,7 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
         "fine-tuning monitor": "loss (validation log-loss)",
         "fine-tuning augmentation": ("SCARF corruption c=0.3 on 100% of each batch's rows (labels kept), "
                                      "values from the row's own class (labelled rows)"),
+        "calibration": "temperature scaling on the members' out-of-fold predictions (T = 1.23)",
         "linear skip (wide-and-deep)": "no",
     }
     page = report.render_html(title="t", blessed=True, failures=[], slices=[], thresholds=[], training=training,
@@ -167,6 +168,7 @@ def test_training_section_shows_the_encodings_and_ensembling_used():
     all_rows = dict(report.model_settings({"config": {"finetune_corruption_source": "all_rows"}}))
     assert all_rows["fine-tuning augmentation"].endswith("values from all rows")
     assert dict(report.model_settings({"config": {"finetune_corruption_rate": 0}}))["fine-tuning augmentation"] == "off"
+    assert dict(report.model_settings({"config": {"calibration": "none"}}))["calibration"] == "none"
 
 
 def test_columns_section_lists_every_columns_role_why_and_serving_name():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from scarfx.models.calibration import TemperatureScaling
 from scarfx.models.corruption import FeatureBank, augment_with_corruption
 from scarfx.models.finetuning import EncoderScaledAdamW, _finetune_optimizer, _monitor, fine_tune, pseudo_labels
 from scarfx.models.network import average_classifiers, build_classifier, build_encoder, embedding_dim
@@ -141,7 +142,7 @@ def test_average_of_one_member_is_that_member():
 
 def test_fine_tune_ensemble_averages_k_members_and_leaves_the_encoder_as_it_was():
     data = _table(240)
-    config = dataclasses.replace(TINY, ensemble_size=3, finetune_epochs=3)
+    config = dataclasses.replace(TINY, ensemble_size=3, finetune_epochs=3, calibration="temperature")
     keras.utils.set_random_seed(config.seed)
     encoder = build_encoder(LAYOUT, config)
     before = [w.copy() for w in encoder.get_weights()]
@@ -152,9 +153,25 @@ def test_fine_tune_ensemble_averages_k_members_and_leaves_the_encoder_as_it_was(
     assert len(members) == 3 and summary["ensemble_size"] == 3 and len(summary["finetune_best_epochs"]) == 3
     assert summary["finetune_train_rows"] + summary["finetune_validation_rows"] == len(data) == 240
     inputs = data.inputs()
+    # Each member's probabilities rescaled by the one temperature fitted out of fold, then averaged.
+    temperature = summary["temperature"]
+    scaled = [TemperatureScaling(temperature)(m(inputs, training=False)).numpy() for m in members]
+    np.testing.assert_allclose(classifier(inputs, training=False).numpy(), np.mean(scaled, axis=0),
+                               rtol=1e-5, atol=1e-6)
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert summary["calibration"] == "temperature" and temperature > 0
+
+
+def test_fine_tune_without_calibration_averages_the_members_as_they_are():
+    data = _table(120)
+    config = dataclasses.replace(TINY, ensemble_size=2, finetune_epochs=2, calibration="none")
+    keras.utils.set_random_seed(config.seed)
+    classifier, _, summary = fine_tune(build_encoder(LAYOUT, config), data, LAYOUT, 2, config)
+    members = [layer for layer in classifier.layers if layer.name.startswith("member_")]
+    inputs = data.inputs()
     expected = np.mean([m(inputs, training=False).numpy() for m in members], axis=0)
     np.testing.assert_allclose(classifier(inputs, training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
-    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert summary["temperature"] == 1.0
 
 
 @pytest.mark.parametrize("multiplier", [1.0, 0.1])
@@ -275,7 +292,7 @@ def test_fine_tune_keeps_the_weights_of_its_lowest_validation_loss_epoch():
     data = _table(300, seed=3, missing=0.0)
     # A large learning rate on 210 training rows: the validation loss turns up after a few epochs.
     config = dataclasses.replace(TINY, ensemble_size=1, finetune_min_delta=0.0, encoder_width=64, learning_rate=1e-2, finetune_epochs=12,
-                                 validation_fraction=0.3)
+                                 validation_fraction=0.3, calibration="none")
     keras.utils.set_random_seed(config.seed)
     classifier, history, summary = fine_tune(build_encoder(LAYOUT, config), data, LAYOUT, 2, config)
     val_loss = history["val_loss"]
@@ -325,7 +342,7 @@ def test_linear_skip_starts_as_the_plain_classifier_then_learns_a_linear_signal_
     # Zero-initialised: before training it is exactly the plain classifier (same seeds).
     np.testing.assert_allclose(wide(inputs).numpy(), plain(inputs).numpy(), rtol=1e-6, atol=1e-7)
 
-    config = dataclasses.replace(TINY, linear_skip=True, ensemble_size=1)
+    config = dataclasses.replace(TINY, linear_skip=True, ensemble_size=1, calibration="none")
     classifier, _, _ = fine_tune(build_encoder(LAYOUT, config), _table(400), LAYOUT, 2, config)
     trained = classifier.get_layer("classifier_linear_skip").kernel.numpy()
     assert np.abs(trained[0]).sum() > np.abs(trained[1]).sum()  # feature a (the label's signal) outweighs b

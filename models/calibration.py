@@ -12,9 +12,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Inverse temperatures searched (log-spaced): from 20x softer to 3x sharper. NLL is convex
-# in 1/T for fixed logits, so a dense grid finds its minimum without an optimizer's failure modes.
-INVERSE_TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(3.0), 241))
+# Inverse temperatures searched (log-spaced): from 20x softer to as the members are. NLL is
+# convex in 1/T for fixed logits, so a dense grid finds its minimum without an optimizer's
+# failure modes. Never sharper: the out-of-fold rows are those the members early-stopped
+# on, and a few dozen of them are often all right, which maximum likelihood answers with
+# ever sharper probabilities (penguins at 10% labels: test log-loss 0.47 -> 0.86 at T = 1/3).
+INVERSE_TEMPERATURES = np.exp(np.linspace(np.log(0.05), 0.0, 181))
 # Probabilities are clipped here before the log, in fitting and in the layer alike.
 EPSILON = 1e-7
 

@@ -12,7 +12,7 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("true_temperature", [0.5, 2.5])
+@pytest.mark.parametrize("true_temperature", [1.6, 2.5])
 def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_at(true_temperature):
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (20_000, 3))
@@ -29,6 +29,16 @@ def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_at(true_
 
 def test_fit_temperature_keeps_one_when_there_is_nothing_to_fit():
     assert fit_temperature(np.zeros((0, 2)), np.zeros(0, np.int64)) == 1.0
+
+
+def test_fit_temperature_never_sharpens():
+    # Labels drawn at T = 0.5 (the model is underconfident), or a few rows all predicted
+    # right: maximum likelihood would sharpen without bound; the fit stays at T = 1.
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, (5_000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in _softmax(logits / 0.5)])
+    assert fit_temperature(_softmax(logits), labels) == 1.0
+    assert fit_temperature(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1])) == 1.0
 
 
 def test_overconfident_predictions_get_softened():

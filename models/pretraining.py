@@ -79,11 +79,8 @@ def pretrain(encoder, data: "TabularData | TableSource", layout: FeatureLayout, 
         return encoder.trainable_variables + model.head.trainable_variables
 
     _build_for(strategy, model, built_variables)
-    # InfoNCE's negatives are the other rows of the batch: pretrain_batch_size sets how many.
-    batch_config = dataclasses.replace(config, batch_size=config.pretrain_batch_size or config.batch_size)
     train_ds, steps, batch = _training_dataset(source.pretrain_rows(False), train_count,
-                                               source.shuffle_buffer(train_count, config), batch_config,
-                                               drop_remainder=True)
+                                               source.shuffle_buffer(train_count, config), config, drop_remainder=True)
     val_ds = None
     if val_count:
         clean, corrupted = make_fixed_validation_pairs(_materialize(source.pretrain_rows(True), val_count), bank,

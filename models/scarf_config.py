@@ -32,8 +32,6 @@ class ScarfConfig:
     # Pretraining's own patience (None = `patience`). 10 instead of 3 was measured: mean AUC
     # -0.0016 over the 20 tables (SwissLabor +0.022, ResumeNames -0.056; docs/BENCHMARKS.md).
     pretrain_patience: int | None = None
-    # Pretraining's batch (None = batch_size): each row's InfoNCE negatives are the batch's other rows.
-    pretrain_batch_size: int | None = None
     validation_fraction: float = 0.1
     # An epoch is at least this many steps: on a 300-row table a pass is 2 steps, and
     # patience counted in such epochs would stop training after a handful of updates.
@@ -142,7 +140,7 @@ def count_setting_errors(config: ScarfConfig) -> list[str]:
     errors = [f"{key} must be >= 1, got {getattr(config, key)}"
               for key in ("shuffle_buffer", "max_validation_rows") if getattr(config, key) < 1]
     errors += [f"{key} must be >= 1 or unset, got {getattr(config, key)}"
-               for key in ("steps_per_epoch", "validation_steps", "pretrain_patience", "pretrain_batch_size", "pretrain_max_steps",
+               for key in ("steps_per_epoch", "validation_steps", "pretrain_patience", "pretrain_max_steps",
                            "finetune_max_steps")
                if getattr(config, key) is not None and getattr(config, key) < 1]
     errors += [f"{key} must be >= 0, got {getattr(config, key)}"

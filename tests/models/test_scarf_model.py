@@ -321,8 +321,6 @@ def test_rejects_unusable_inputs_before_training():
         train_scarf_classifier(data, layout, 2, dataclasses.replace(SMALL, calibration="platt"))
     with pytest.raises(ValueError, match="finetune_corruption_source must be one of"):
         train_scarf_classifier(data, layout, 2, dataclasses.replace(SMALL, finetune_corruption_source="labelled"))
-    with pytest.raises(ValueError, match="pretrain_batch_size must be >= 1"):
-        train_scarf_classifier(data, layout, 2, dataclasses.replace(SMALL, pretrain_batch_size=0))
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from scarfx.pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "scarfx.models.preprocessing.preprocessing_fn"
 RUN_FN = "scarfx.models.trainer.run_fn"
-QUANTILE_BUCKETS = 100
+QUANTILE_BUCKETS = 25
 
 
 def csv_input(data: str) -> tuple[str, tfx.proto.Input]:
@@ -243,8 +243,11 @@ def _example_gen(cfg: PipelineConfig, span_directory: bool):
 
 def _data_gates(cfg: PipelineConfig, example_gen, check_drift: bool) -> DataGates:
     """Statistics, schema, the schema checks and their gate, and (check_drift) the drift gate."""
-    # 100 quantile buckets (TFDV's default is 10): DriftGate's numeric comparison reads each
-    # feature's CDF from them, and a coarse CDF is itself a source of false drift.
+    # 25 quantile buckets (TFDV's default is 10): DriftGate's numeric comparison reads each
+    # feature's CDF from them, and a coarse CDF is itself a source of false drift (10 buckets:
+    # random taxi halves up to 0.08 JSD against the 0.15 threshold). Not more: TFDV builds each
+    # feature's standard histogram from 100x as many quantiles in a Python loop, so 100
+    # buckets cost 43 s at 1,000 columns x 4,000 rows, 25 cost 10 s (docs/BENCHMARKS.md).
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"],
         stats_options=tfdv.StatsOptions(num_quantiles_histogram_buckets=QUANTILE_BUCKETS),

@@ -108,8 +108,8 @@ def numeric_jsd(current_num_stats, previous_num_stats) -> float | None:
     the extremes, so one outlier moves every bin. On the taxi data two random 600-row
     halves of the same CSV score up to 0.79 on `trip_miles` there, more than a 4x shift of
     `fare` (0.39). Here, with StatisticsGen's 25 quantile buckets, five pairs of 600-row
-    halves stay under 0.025 for continuous features (0.055 for integer codes) and a 4x fare
-    scores 0.54 (100 buckets: 0.011, 0.073 and 0.54; docs/BENCHMARKS.md).
+    halves stay under 0.025 for continuous features (0.05 for integer codes) and a 4x fare
+    scores 0.49 (benchmarks/drift_buckets.py).
     """
     import numpy as np
 

@@ -245,9 +245,9 @@ def _data_gates(cfg: PipelineConfig, example_gen, check_drift: bool) -> DataGate
     """Statistics, schema, the schema checks and their gate, and (check_drift) the drift gate."""
     # 25 quantile buckets (TFDV's default is 10): DriftGate's numeric comparison reads each
     # feature's CDF from them, and a coarse CDF is itself a source of false drift (10 buckets:
-    # random taxi halves up to 0.08 JSD against the 0.15 threshold). Not more: TFDV builds each
+    # random taxi halves up to 0.09 JSD against the 0.15 threshold). Not more: TFDV builds each
     # feature's standard histogram from 100x as many quantiles in a Python loop, so 100
-    # buckets cost 43 s at 1,000 columns x 4,000 rows, 25 cost 10 s (docs/BENCHMARKS.md).
+    # buckets cost 42 s at 1,000 columns x 4,000 rows, 25 cost 10 s (benchmarks/drift_buckets.py).
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"],
         stats_options=tfdv.StatsOptions(num_quantiles_histogram_buckets=QUANTILE_BUCKETS),

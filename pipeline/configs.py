@@ -69,8 +69,8 @@ class ValidationSettings:
     categorical_linf: float = 0.15
     # Numeric features: Jensen-Shannon divergence (base 2) over the previous span's deciles
     # (components/drift_gate.py). Between random 600-row halves of the taxi CSV it stays
-    # under 0.025 for continuous features and 0.075 for integer codes; fares x1.5 scores
-    # 0.12, fares x4 0.49. Small spans (a few hundred rows) need higher thresholds.
+    # under 0.025 for continuous features and 0.05 for integer codes; fares x4 score 0.49
+    # (benchmarks/drift_buckets.py). Small spans (a few hundred rows) need higher thresholds.
     numeric_jsd: float = 0.15
     # `scarfx schema freeze`: share of a categorical feature's values that must lie in the
     # frozen domain; new categories beyond 1 - this share are an anomaly.

@@ -211,12 +211,12 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
 PREDICT_BATCH = 4096
 
 
-def _out_of_fold_temperature(held_out: list, batch_size: int) -> float:
+def _out_of_fold_temperature(held_out: list) -> float:
     """The temperature fitted on every member's predictions for its own validation rows:
     rows it early-stopped on but never trained on (each labelled row once, for K folds)."""
     probabilities, labels = [], []
     for member, val in held_out:
-        for inputs, y in val.batch(max(batch_size, PREDICT_BATCH)).as_numpy_iterator():
+        for inputs, y in val.batch(PREDICT_BATCH).as_numpy_iterator():
             probabilities.append(member.predict_on_batch(inputs))
             labels.append(y)
     if not labels:
@@ -308,8 +308,7 @@ def fine_tune(encoder, data: "TabularData | TableSource", layout: FeatureLayout,
             if best is not None:
                 best_epochs.append(best + 1)
                 best_losses.append(float(hist["val_loss"][best]))
-        temperature = (_out_of_fold_temperature(held_out, config.batch_size)
-                       if config.calibration == "temperature" else 1.0)
+        temperature = _out_of_fold_temperature(held_out) if config.calibration == "temperature" else 1.0
         classifier = average_classifiers(members, layout, temperature)
         # The curves and best epochs reported are those of the model returned: the last round's.
         first_history = histories[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.special import logsumexp
 
 # Inverse temperatures searched (log-spaced): from 20x softer to as the members are. NLL is
 # convex in 1/T for fixed logits, so a dense grid finds its minimum without an optimizer's
@@ -22,16 +23,15 @@ INVERSE_TEMPERATURES = np.exp(np.linspace(np.log(0.05), 0.0, 181))
 EPSILON = 1e-7
 
 
-def _log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """log p, clipped at EPSILON as the layer clips it."""
     return np.log(np.clip(np.asarray(probabilities, np.float64), EPSILON, 1.0))
 
 
-def scaled_log_loss(probabilities: np.ndarray, labels: np.ndarray, inverse_temperature: float) -> float:
-    """Mean negative log-likelihood of `labels` under softmax(log p · inverse_temperature)."""
-    logits = _log_probabilities(probabilities) * inverse_temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    log_z = np.log(np.exp(logits).sum(axis=1))
-    return float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
+def scaled_log_loss(log_p: np.ndarray, labels: np.ndarray, inverse_temperature: float) -> float:
+    """Mean negative log-likelihood of `labels` under softmax(log_p · inverse_temperature)."""
+    logits = log_p * inverse_temperature
+    return float(np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]))
 
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -40,7 +40,8 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, np.int64)
     if len(labels) == 0:
         return 1.0
-    losses = [scaled_log_loss(probabilities, labels, b) for b in INVERSE_TEMPERATURES]
+    log_p = log_probabilities(probabilities)  # once, not once per grid point
+    losses = [scaled_log_loss(log_p, labels, b) for b in INVERSE_TEMPERATURES]
     return float(1.0 / INVERSE_TEMPERATURES[int(np.argmin(losses))])
 
 

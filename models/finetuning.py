@@ -75,6 +75,11 @@ def augments_from_all_rows(config: ScarfConfig) -> bool:
     return config.finetune_corruption_rate > 0 and config.finetune_corruption_source == "all_rows"
 
 
+def augments_within_class(config: ScarfConfig) -> bool:
+    """Whether fine-tuning's augmentation draws from each member's own class banks."""
+    return config.finetune_corruption_rate > 0 and config.finetune_corruption_source == "same_class"
+
+
 def _monitor(config: ScarfConfig):
     if config.finetune_monitor == "accuracy":
         return lambda logs: (logs["val_accuracy"], -logs["val_loss"])
@@ -152,7 +157,7 @@ def _fit_member(encoder, layout: FeatureLayout, train: tf.data.Dataset, train_co
         train, train_count, shuffle_buffer,
         dataclasses.replace(config, seed=config.seed + k, min_steps_per_epoch=min_steps), drop_remainder=False,
     )
-    if config.finetune_corruption_rate > 0 and config.finetune_corruption_source == "same_class":
+    if augments_within_class(config):
         # This member's training rows only: its validation fold must not leak into them.
         rows = train.batch(4096).map(lambda inputs, labels: (inputs["numeric"], inputs["categorical"], labels))
         bank = ClassBank.from_labelled(rows.as_numpy_iterator(), num_classes, config.feature_bank_size, config.seed + k)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scarfx.models.calibration import TemperatureScaling, fit_temperature, scaled_log_loss
+from scarfx.models.calibration import TemperatureScaling, fit_temperature, log_probabilities, scaled_log_loss
 
 
 def _softmax(z):
@@ -12,19 +12,25 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _draw(rng, probabilities):
+    """One class per row, drawn from that row's probabilities."""
+    return (rng.random((len(probabilities), 1)) > np.cumsum(probabilities, axis=1)[:, :-1]).sum(axis=1)
+
+
 @pytest.mark.parametrize("true_temperature", [1.6, 2.5])
 def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_at(true_temperature):
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (20_000, 3))
     # The model reports softmax(logits); the labels follow softmax(logits / T).
-    truth = _softmax(logits / true_temperature)
-    labels = np.array([rng.choice(3, p=p) for p in truth])
+    labels = _draw(rng, _softmax(logits / true_temperature))
     fitted = fit_temperature(_softmax(logits), labels)
     assert fitted == pytest.approx(true_temperature, rel=0.06)
     # The fit is the grid's best: no nearby temperature does better on the same rows.
-    best = scaled_log_loss(_softmax(logits), labels, 1 / fitted)
-    assert best <= scaled_log_loss(_softmax(logits), labels, 1.0)
-    assert best <= scaled_log_loss(_softmax(logits), labels, 1 / (fitted * 1.1))
+    log_p = log_probabilities(_softmax(logits))
+    best = scaled_log_loss(log_p, labels, 1 / fitted)
+    assert best < scaled_log_loss(log_p, labels, 1.0)
+    assert best <= scaled_log_loss(log_p, labels, 1 / (fitted * 1.1))
+    assert best <= scaled_log_loss(log_p, labels, 1 / (fitted / 1.1))
 
 
 def test_fit_temperature_keeps_one_when_there_is_nothing_to_fit():
@@ -36,7 +42,7 @@ def test_fit_temperature_never_sharpens():
     # right: maximum likelihood would sharpen without bound; the fit stays at T = 1.
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 3, (5_000, 3))
-    labels = np.array([rng.choice(3, p=p) for p in _softmax(logits / 0.5)])
+    labels = _draw(rng, _softmax(logits / 0.5))
     assert fit_temperature(_softmax(logits), labels) == 1.0
     assert fit_temperature(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1])) == 1.0
 

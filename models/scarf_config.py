@@ -134,11 +134,18 @@ class ScarfConfig:
     distribution: str = "none"
 
 
-def count_setting_errors(config: ScarfConfig) -> list[str]:
-    """What is wrong with the streaming/epoch counts (the row and step counts that must be
-    positive); checked here once for the pipeline's config check and the trainer's."""
-    errors = [f"{key} must be >= 1, got {getattr(config, key)}"
-              for key in ("shuffle_buffer", "max_validation_rows") if getattr(config, key) < 1]
+def setting_errors(config: ScarfConfig) -> list[str]:
+    """What is wrong with the settings the model cannot run with: a named choice that is not
+    one of its choices, and the counts that must be positive. The one check behind both the
+    pipeline's config check (which prefixes `scarf.`) and `train_scarf_classifier`'s."""
+    choices = {"finetune_monitor": FINETUNE_MONITORS, "calibration": CALIBRATIONS,
+               "finetune_corruption_source": CORRUPTION_SOURCES, "distribution": DISTRIBUTIONS}
+    errors = [f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}"
+              for key, allowed in choices.items() if getattr(config, key) not in allowed]
+    if not 0.0 <= config.dropout < 1.0:
+        errors.append(f"dropout must lie in [0, 1), got {config.dropout}")
+    errors += [f"{key} must be >= 1, got {getattr(config, key)}"
+               for key in ("ensemble_size", "shuffle_buffer", "max_validation_rows") if getattr(config, key) < 1]
     errors += [f"{key} must be >= 1 or unset, got {getattr(config, key)}"
                for key in ("steps_per_epoch", "validation_steps", "pretrain_patience", "pretrain_max_steps",
                            "finetune_max_steps")

@@ -7,9 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from scarfx.models.scarf_config import (
-    CALIBRATIONS, CORRUPTION_SOURCES, FINETUNE_MONITORS, ScarfConfig, count_setting_errors,
-)
+from scarfx.models.scarf_config import ScarfConfig, setting_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,16 +70,7 @@ def check_inputs(data: TabularData | None, layout: FeatureLayout, num_classes: i
     if len(layout.categorical_cardinalities) != dc or any(c < 1 for c in layout.categorical_cardinalities):
         raise ValueError(f"need one cardinality >= 1 per categorical feature, got {layout.categorical_cardinalities}")
     if config is not None:
-        if config.finetune_monitor not in FINETUNE_MONITORS:
-            raise ValueError(f"finetune_monitor must be one of {FINETUNE_MONITORS}, got {config.finetune_monitor!r}")
-        if config.ensemble_size < 1:
-            raise ValueError(f"ensemble_size must be >= 1, got {config.ensemble_size}")
-        for key, allowed in (("calibration", CALIBRATIONS), ("finetune_corruption_source", CORRUPTION_SOURCES)):
-            if getattr(config, key) not in allowed:
-                raise ValueError(f"{key} must be one of {allowed}, got {getattr(config, key)!r}")
-        if not 0.0 <= config.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {config.dropout}")
-        errors = count_setting_errors(config)
+        errors = setting_errors(config)
         if errors:
             raise ValueError(errors[0])
     if data is None:
